@@ -1,0 +1,37 @@
+"""Exceptions with messages that say what is wrong and how to fix it."""
+
+from __future__ import annotations
+
+
+class FedmmError(Exception):
+    """Base class of every error fedmm raises on purpose."""
+
+
+class ConfigError(FedmmError, ValueError):
+    """A configuration value (TOML field, argument) is invalid."""
+
+
+class DataError(FedmmError, ValueError):
+    """A dataset, data file or sample array is malformed."""
+
+
+class DataFileError(DataError):
+    """A data file is malformed; the message names the file and, where known, the line."""
+
+    def __init__(self, path: object, message: str, line: int | None = None) -> None:
+        where = f"{path}" + (f", line {line}" if line is not None else "")
+        super().__init__(f"{where}: {message}")
+        self.path = path
+        self.line = line
+
+
+class MissingDependencyError(FedmmError, ImportError):
+    """An optional package or system tool is needed; the message says how to install it."""
+
+
+class UpdateError(FedmmError, ValueError):
+    """A client's model update is malformed (NaN/Inf, wrong shape, unknown group)."""
+
+
+class CheckpointError(FedmmError):
+    """A checkpoint is missing, incomplete or does not match the run."""
