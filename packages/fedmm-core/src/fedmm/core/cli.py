@@ -1,0 +1,165 @@
+"""The ``fedmm`` command line: run, compare, bench, datasets.
+
+Errors fedmm raises on purpose (bad config, data file, argument) are printed as one clear
+message with exit code 2, never as a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from importlib.metadata import entry_points
+from pathlib import Path
+from typing import Any
+
+from fedmm.core.errors import ConfigError, FedmmError
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from fedmm.core.config import load_config
+    from fedmm.core.runner import run_config
+
+    cfg = load_config(args.config)
+    updates: dict[str, Any] = {}
+    if args.rounds is not None:
+        updates["rounds"] = args.rounds
+    if args.engine is not None:
+        updates["engine"] = args.engine
+    if updates:
+        cfg = cfg.model_copy(update={"run": cfg.run.model_copy(update=updates)})
+    if cfg.run.engine != "inprocess":
+        raise FedmmError(
+            f"engine {cfg.run.engine!r} is not available in this release; use engine = \"inprocess\""
+        )
+    run_dir, history = run_config(
+        cfg, Path(args.run_dir) if args.run_dir else None, resume=args.resume, progress=not args.quiet
+    )
+    last = history.rounds[-1] if history.rounds else {}
+    acc = last.get("accuracy")
+    print(f"run folder: {run_dir}")
+    if acc is not None:
+        print(f"final test accuracy: {acc:.4f}")
+    return 0
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from fedmm.core.plots import plot_compare
+    from fedmm.core.runner import read_run
+
+    runs: dict[str, list[dict[str, Any]]] = {}
+    header = f"{'run':40s} {'rounds':>6s} {'final acc':>9s} {'best acc':>9s} {'MiB up':>9s} {'MiB down':>9s} {'GFLOPs':>9s}"
+    print(header)
+    print("-" * len(header))
+    for path in args.runs:
+        rows, summary = read_run(path)
+        name = Path(path).name
+        runs[name] = rows
+        accs = [r["accuracy"] for r in rows if r.get("accuracy") is not None]
+        up = sum(float(r.get("ledger/bytes_up") or 0) for r in rows) / 2**20
+        down = sum(float(r.get("ledger/bytes_down") or 0) for r in rows) / 2**20
+        flops = sum(float(r.get("ledger/flops") or 0) for r in rows) / 1e9
+        final = f"{accs[-1]:.4f}" if accs else "-"
+        best = f"{max(accs):.4f}" if accs else "-"
+        print(f"{name[:40]:40s} {len(rows):6d} {final:>9s} {best:>9s} {up:9.2f} {down:9.2f} {flops:9.2f}")
+    out = Path(args.output)
+    plot_compare(runs, out)
+    print(f"overlay plot: {out}")
+    return 0
+
+
+def benchmarks() -> dict[str, Any]:
+    return {ep.name: ep for ep in entry_points(group="fedmm.benchmarks")}
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    found = benchmarks()
+    if args.name in (None, "list"):
+        for name in sorted(found):
+            print(name)
+        return 0
+    if args.name not in found:
+        raise ConfigError(f"unknown benchmark {args.name!r}; available: {', '.join(sorted(found))}")
+    result = found[args.name].load()(quick=args.quick)
+    line = json.dumps(result, sort_keys=True)
+    if args.output:
+        Path(args.output).write_text(json.dumps(result, indent=2, sort_keys=True))
+    print(line)
+    return 0
+
+
+def _cmd_datasets(args: argparse.Namespace) -> int:
+    from fedmm.core.data import registry
+
+    if args.action == "list":
+        for name, info in sorted(registry.available().items()):
+            print(f"{name:12s} {info.summary}")
+        return 0
+    if not args.name:
+        raise ConfigError("fedmm datasets build NAME: give a dataset name (see `fedmm datasets list`)")
+    path = registry.build(args.name, rebuild=args.rebuild)
+    print(f"built {args.name}: {path}")
+    return 0
+
+
+def _cmd_schema(args: argparse.Namespace) -> int:
+    from fedmm.core.config import json_schema
+
+    print(json.dumps(json_schema(), indent=2))
+    return 0
+
+
+def make_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fedmm", description="Federated multimodal learning.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log dropped clients and other details")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("run", help="run a TOML config into a run folder")
+    p.add_argument("config", help="path to a run config (.toml)")
+    p.add_argument("--run-dir", help="run folder (default: a new one under [run].output_dir)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --run-dir from its checkpoint")
+    p.add_argument("--rounds", type=int, help="override [run].rounds")
+    p.add_argument("--engine", choices=["inprocess", "flower"], help="override [run].engine")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_run)
+
+    p = sub.add_parser("compare", help="compare run folders: table + overlay plot")
+    p.add_argument("runs", nargs="+", help="run folders")
+    p.add_argument("-o", "--output", default="compare.png", help="overlay plot path (default compare.png)")
+    p.set_defaults(func=_cmd_compare)
+
+    p = sub.add_parser("bench", help="run a benchmark; its JSON result is the last line printed")
+    p.add_argument("name", nargs="?", help="benchmark name, or 'list'")
+    p.add_argument("--quick", action="store_true", help="the short variant (minutes on 2 cores)")
+    p.add_argument("-o", "--output", help="also write the JSON result to this file")
+    p.set_defaults(func=_cmd_bench)
+
+    p = sub.add_parser("datasets", help="list datasets or build one's cache")
+    p.add_argument("action", choices=["list", "build"])
+    p.add_argument("name", nargs="?")
+    p.add_argument("--rebuild", action="store_true", help="rebuild even if cached")
+    p.set_defaults(func=_cmd_datasets)
+
+    p = sub.add_parser("config-schema", help="print the JSON schema of run configs")
+    p.set_defaults(func=_cmd_schema)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = make_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    try:
+        return int(args.func(args))
+    except FedmmError as exc:
+        print(f"fedmm: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("fedmm: interrupted (a run can continue with --resume from its last checkpoint)", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,208 @@
+"""One client's round as a pure function of its inputs.
+
+``client_round(model, global_arrays, plan, data, state, techniques, seed)`` → :class:`ClientResult`.
+The randomness comes only from ``seed`` (derived from run seed, round and client id), never from
+execution order, so the in-process engine, a worker pool and Flower's ClientApp give the same
+numbers, and a resumed run is bit-identical.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from fedmm.core.arrays import GroupedArrays, get_arrays, model_groups, nbytes, set_arrays
+from fedmm.core.data.types import MISSING_LABEL, Batch, ClientData, ModalitySpec
+from fedmm.core.ledger import ClientCost
+from fedmm.core.measure import measure_step
+from fedmm.core.models.model import expand_groups
+from fedmm.core.protocol import ClientContext, ClientResult, Combination, Technique, TrainPlan
+
+KEEP_PREFIX = "kept/"
+
+
+def derive_seed(*parts: int) -> int:
+    """A 63-bit seed that depends only on ``parts`` (e.g. run seed, round, client id)."""
+    return int(np.random.SeedSequence([int(p) & 0xFFFFFFFF for p in parts]).generate_state(2, np.uint64)[0] >> 1)
+
+
+class StepMeter:
+    """Measures FLOPs and peak memory of a training step once per distinct step signature.
+
+    The count is a function of shapes only, so one real measurement per signature (batch size,
+    labelled count, active encoders, trainable groups) is exact for every step that shares it,
+    and the ledger costs almost nothing on the hot path.
+    """
+
+    def __init__(self) -> None:
+        self.cache: dict[tuple[Any, ...], tuple[int, int]] = {}
+
+    def __len__(self) -> int:
+        return len(self.cache)
+
+
+def _make_optimizer(params: list[nn.Parameter], plan: TrainPlan) -> torch.optim.Optimizer:
+    if plan.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=plan.lr, momentum=plan.momentum, weight_decay=plan.weight_decay)
+    if plan.optimizer == "adam":
+        return torch.optim.Adam(params, lr=plan.lr, weight_decay=plan.weight_decay)
+    return torch.optim.AdamW(params, lr=plan.lr, weight_decay=plan.weight_decay)
+
+
+def _steps(data: ClientData, combo: Combination, plan: TrainPlan, gen: torch.Generator) -> Iterator[Batch]:
+    if combo.steps is None:
+        for _ in range(plan.local_epochs):
+            yield from data.batches(plan.batch_size, gen)
+        return
+    done = 0
+    while done < combo.steps:
+        for batch in data.batches(plan.batch_size, gen):
+            yield batch
+            done += 1
+            if done >= combo.steps:
+                return
+
+
+def client_round(
+    model: nn.Module,
+    global_arrays: GroupedArrays,
+    plan: TrainPlan,
+    data: ClientData,
+    state: Mapping[str, np.ndarray],
+    techniques: Sequence[Technique],
+    *,
+    round_: int,
+    seed: int,
+    modalities: tuple[ModalitySpec, ...],
+    num_classes: int,
+    meter: StepMeter | None = None,
+) -> ClientResult:
+    """Run one client's round on ``model`` (a working instance whose weights are overwritten)."""
+    start = time.perf_counter()
+    meter = meter if meter is not None else StepMeter()
+    torch.manual_seed(seed)  # dropout and any other global-RNG use inside the model
+    gen = torch.Generator().manual_seed(seed)
+    groups = model_groups(model)
+    names = list(groups)
+    cost = ClientCost(round=round_, client_id=data.client_id)
+
+    # -- download: the plan's groups, plus anything the client does not keep itself ------------
+    new_state: dict[str, np.ndarray] = dict(state)
+    download = set(expand_groups(plan.download, names))
+    received: GroupedArrays = {}
+    kept: GroupedArrays = {}
+    for g in names:
+        keys = groups[g]
+        if g not in download and all(KEEP_PREFIX + k in state for k in keys):
+            kept[g] = {k: state[KEEP_PREFIX + k] for k in keys}
+        else:
+            received[g] = global_arrays[g]
+    set_arrays(model, received)
+    set_arrays(model, kept)
+    cost.bytes_down = nbytes(received)
+
+    # -- freeze everything outside the plan's trainable groups ----------------------------------
+    trainable = expand_groups(plan.train, names) if plan.train else ()
+    train_keys = {k for g in trainable for k in groups[g]}
+    params: list[nn.Parameter] = []
+    for key, p in model.named_parameters():
+        p.requires_grad_(key in train_keys)
+        if key in train_keys:
+            params.append(p)
+    optimizer = _make_optimizer(params, plan) if params else None
+
+    cctx = ClientContext(data.client_id, round_, plan, new_state, modalities, num_classes, gen, model)
+    for t in techniques:
+        data = t.prepare(cctx, data)
+    loss_hooks = [t for t in techniques if type(t).loss_terms is not Technique.loss_terms]
+    weights = plan.loss_weights
+
+    model.train()
+    losses: list[float] = []
+    steps = 0
+    combos = plan.combinations or (Combination(),)
+    trainable_sig = tuple(trainable)
+    if optimizer is not None:
+        for combo in combos:
+            active = combo.modalities
+            for batch in _steps(data, combo, plan, gen):
+                labelled = batch.labels != MISSING_LABEL
+                n_lab = int(labelled.sum())
+                sig = (len(batch), n_lab, active, tuple(batch.present.any(0).tolist()), trainable_sig)
+                measured = meter.cache.get(sig)
+                if measured is None:
+                    with measure_step() as m:
+                        loss = _train_step(model, batch, active, labelled, n_lab, loss_hooks, cctx, weights, optimizer)
+                    measured = (int(m.flops), int(m.peak_bytes))
+                    meter.cache[sig] = measured
+                else:
+                    loss = _train_step(model, batch, active, labelled, n_lab, loss_hooks, cctx, weights, optimizer)
+                if loss is not None:
+                    losses.append(loss)
+                cost.flops += measured[0]
+                cost.peak_bytes = max(cost.peak_bytes, measured[1])
+                steps += 1
+    model.eval()
+
+    # -- report and upload ----------------------------------------------------------------------
+    report: dict[str, Any] = {}
+    for t in techniques:
+        if type(t).report is not Technique.report:
+            for key, value in t.report(cctx, model, data).items():
+                if key in report:
+                    raise ValueError(f"two techniques report the same key {key!r}")
+                report[key] = value
+    upload = expand_groups(plan.upload, names) if plan.upload is not None else trainable
+    for t in techniques:
+        upload = tuple(t.upload(cctx, report, upload))
+    update = get_arrays(model, upload)
+    for g in expand_groups(plan.keep, names) if plan.keep else ():
+        for k, v in get_arrays(model, [g])[g].items():
+            new_state[KEEP_PREFIX + k] = v
+    cost.bytes_up = nbytes(update) + sum(v.nbytes for v in report.values() if isinstance(v, np.ndarray))
+    cost.steps = steps
+    cost.seconds = time.perf_counter() - start
+    metrics = {
+        "train_loss": float(np.mean(losses)) if losses else float("nan"),
+        "steps": float(steps),
+        "samples": float(data.num_samples),
+    }
+    return ClientResult(data.client_id, data.num_samples, update, report, metrics, new_state, cost)
+
+
+def _train_step(
+    model: nn.Module,
+    batch: Batch,
+    active: tuple[str, ...] | None,
+    labelled: torch.Tensor,
+    n_lab: int,
+    loss_hooks: Sequence[Technique],
+    cctx: ClientContext,
+    weights: Mapping[str, float],
+    optimizer: torch.optim.Optimizer,
+) -> float | None:
+    outputs = model(batch, active)
+    loss: torch.Tensor | None = None
+    if n_lab:
+        logits = outputs.logits if n_lab == len(batch) else outputs.logits[labelled]
+        labels = batch.labels if n_lab == len(batch) else batch.labels[labelled]
+        loss = weights.get("ce", 1.0) * F.cross_entropy(logits, labels)
+    for t in loss_hooks:
+        for name, term in t.loss_terms(cctx, batch, outputs).items():
+            term = weights.get(name, 1.0) * term
+            loss = term if loss is None else loss + term
+    if loss is None:
+        return None
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()  # type: ignore[no-untyped-call]
+    optimizer.step()
+    return float(loss.detach())
+
+
+__all__ = ["StepMeter", "client_round", "derive_seed"]

@@ -1,0 +1,253 @@
+"""Dataset registry and ``datasets.load``: build a central dataset, then federate it.
+
+Builders are found by name: the ones shipped with core, plus any that another package registers
+under the ``fedmm.datasets`` entry-point group (a callable ``load_central(**options) -> CentralDataset``).
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from importlib.metadata import entry_points
+from typing import Any, Literal
+
+import numpy as np
+
+from fedmm.core.data import partition as P
+from fedmm.core.data.types import CentralDataset, FederatedDataset, Partition, SampleSet
+from fedmm.core.errors import ConfigError
+
+PartitionKind = Literal["iid", "dirichlet", "natural"]
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    name: str
+    loader: str  # "module:function" returning a CentralDataset
+    summary: str
+    builder: str | None = None  # "module:function" building the on-disk cache, for `fedmm datasets build`
+    needs_path: bool = False
+
+
+BUILTIN: dict[str, DatasetInfo] = {
+    info.name: info
+    for info in (
+        DatasetInfo(
+            "av-digits",
+            "fedmm.core.data.av_digits:load_central",
+            "audio-visual digits: sklearn 8x8 digit images + espeak-ng spoken digits (log-mel)",
+            builder="fedmm.core.data.av_digits:build",
+        ),
+        DatasetInfo(
+            "hapt",
+            "fedmm.core.data.hapt:load_central",
+            "UCI HAPT smartphone accelerometer + gyroscope, 2.56 s windows, split by subject",
+            builder="fedmm.core.data.hapt:build",
+        ),
+        DatasetInfo(
+            "synthetic",
+            "fedmm.core.data.synthetic:load_central",
+            "M synthetic modalities with controllable informativeness, noise and size",
+        ),
+        DatasetInfo(
+            "uci-har",
+            "fedmm.core.data.uci_har:load_central",
+            "UCI-HAR read from a local 'UCI HAR Dataset/' folder (path=...)",
+            needs_path=True,
+        ),
+        DatasetInfo(
+            "captions",
+            "fedmm.core.data.captions:load_central",
+            "image-caption folder (CUB/Flowers text_c10 layout or COCO captions JSON) (path=...)",
+            needs_path=True,
+        ),
+    )
+}
+
+
+def available() -> dict[str, DatasetInfo]:
+    """Every dataset name that ``load`` accepts: built-ins plus entry points."""
+    found = dict(BUILTIN)
+    for ep in entry_points(group="fedmm.datasets"):
+        found.setdefault(ep.name, DatasetInfo(ep.name, ep.value, f"registered by {ep.dist.name if ep.dist else '?'}"))
+    return found
+
+
+def _resolve(target: str) -> Callable[..., Any]:
+    module, _, attr = target.partition(":")
+    return getattr(importlib.import_module(module), attr)  # type: ignore[no-any-return]
+
+
+def load_central(name: str, **options: Any) -> CentralDataset:
+    """Load (building and caching if needed) the central, un-federated dataset ``name``."""
+    infos = available()
+    if name not in infos:
+        raise ConfigError(f"unknown dataset {name!r}; available: {', '.join(sorted(infos))}")
+    info = infos[name]
+    if info.needs_path and "path" not in options:
+        raise ConfigError(f"dataset {name!r} reads a local folder: pass path='...' (it is never downloaded)")
+    try:
+        return _resolve(info.loader)(**options)  # type: ignore[no-any-return]
+    except TypeError as exc:
+        raise ConfigError(f"dataset {name!r}: bad options {sorted(options)}: {exc}") from exc
+
+
+def build(name: str, **options: Any) -> Any:
+    """Build the on-disk cache of ``name`` (for datasets that have one)."""
+    info = available().get(name)
+    if info is None:
+        raise ConfigError(f"unknown dataset {name!r}; available: {', '.join(sorted(available()))}")
+    if info.builder is None:
+        raise ConfigError(f"dataset {name!r} has nothing to build (it is generated or read on load)")
+    return _resolve(info.builder)(**options)
+
+
+def restrict_modalities(central: CentralDataset, names: list[str] | tuple[str, ...]) -> CentralDataset:
+    """The same dataset with only ``names`` (e.g. a unimodal baseline); samples left with no
+    modality are dropped."""
+    known = [m.name for m in central.modalities]
+    unknown = [n for n in names if n not in known]
+    if unknown or not names:
+        raise ConfigError(f"modalities {list(names)} invalid for {central.name!r}; it has {known}")
+    cols = [known.index(n) for n in names]
+    specs = tuple(central.modalities[i] for i in cols)
+
+    def cut(ss: SampleSet) -> tuple[SampleSet, np.ndarray]:
+        present = ss.present[:, cols]
+        keep = np.flatnonzero(present.any(axis=1))
+        return SampleSet(specs, {n: ss.features[n][keep] for n in names}, ss.labels[keep], present[keep]), keep
+
+    train, keep = cut(central.train)
+    test, _ = cut(central.test)
+    groups = central.train_groups[keep] if central.train_groups is not None else None
+    return CentralDataset(
+        central.name, specs, central.num_classes, train, test, central.class_names, groups, dict(central.metadata)
+    )
+
+
+def federate(
+    central: CentralDataset,
+    *,
+    clients: int | None = 10,
+    partition: PartitionKind = "iid",
+    alpha: float = 0.5,
+    unimodal_fraction: float = 0.0,
+    missing_rate: float = 0.0,
+    missing_label_rate: float = 0.0,
+    label_noise_rate: float = 0.0,
+    validation_fraction: float = 0.0,
+    min_samples: int = 1,
+    seed: int = 0,
+) -> FederatedDataset:
+    """Split ``central.train`` over clients and apply the simulation knobs.
+
+    ``validation_fraction`` of the training pool is held out for the server (never given to a
+    client). The knobs change shared columns once (O(samples)), never per-client copies.
+    """
+    rng = np.random.default_rng(seed)
+    train = central.train
+    groups = central.train_groups
+    validation: SampleSet | None = None
+    if validation_fraction:
+        P._check_rate("validation_fraction", validation_fraction)
+        held = np.zeros(len(train), dtype=bool)
+        held[rng.permutation(len(train))[: int(round(validation_fraction * len(train)))]] = True
+        validation = train.take(np.flatnonzero(held))
+        keep = np.flatnonzero(~held)
+        train = train.take(keep)
+        groups = groups[keep] if groups is not None else None
+
+    metadata: dict[str, Any] = dict(central.metadata)
+    if partition == "natural":
+        if groups is None:
+            raise ConfigError(f"dataset {central.name!r} has no natural groups; use partition='iid' or 'dirichlet'")
+        part, ids = P.natural(groups)
+        if clients is not None and clients != part.num_clients:
+            raise ConfigError(
+                f"partition='natural' gives one client per group ({part.num_clients} for {central.name!r}); "
+                f"set clients = {part.num_clients} or leave it out"
+            )
+        metadata["client_groups"] = ids.tolist()
+    elif clients is None:
+        raise ConfigError(f"partition={partition!r} needs a number of clients")
+    elif partition == "iid":
+        part = P.iid(len(train), clients, rng)
+    elif partition == "dirichlet":
+        part = P.dirichlet(train.labels, clients, alpha, rng, min_samples=min_samples)
+    else:
+        raise ConfigError(f"unknown partition {partition!r}; use 'iid', 'dirichlet' or 'natural'")
+
+    labels, present = train.labels, train.present
+    if label_noise_rate:
+        labels = P.label_noise(labels, label_noise_rate, central.num_classes, rng)
+    if missing_label_rate:
+        labels = P.missing_labels(labels, missing_label_rate, rng)
+    if missing_rate:
+        present = P.missing_modalities(present, missing_rate, rng)
+    if labels is not train.labels or present is not train.present:
+        train = train.with_columns(labels=labels, present=present)
+    client_modalities = None
+    if unimodal_fraction:
+        client_modalities = P.modality_availability(part.num_clients, len(central.modalities), unimodal_fraction, rng)
+    metadata.update(
+        partition=partition,
+        alpha=alpha if partition == "dirichlet" else None,
+        unimodal_fraction=unimodal_fraction,
+        missing_rate=missing_rate,
+        missing_label_rate=missing_label_rate,
+        label_noise_rate=label_noise_rate,
+    )
+    return FederatedDataset(
+        name=central.name,
+        modalities=central.modalities,
+        num_classes=central.num_classes,
+        train=train,
+        test=central.test,
+        partition=part,
+        client_modalities=client_modalities,
+        validation=validation,
+        class_names=central.class_names,
+        metadata=metadata,
+    )
+
+
+def load(
+    name: str,
+    *,
+    clients: int | None = 10,
+    partition: PartitionKind = "iid",
+    alpha: float = 0.5,
+    unimodal_fraction: float = 0.0,
+    missing_rate: float = 0.0,
+    missing_label_rate: float = 0.0,
+    label_noise_rate: float = 0.0,
+    validation_fraction: float = 0.0,
+    min_samples: int = 1,
+    seed: int = 0,
+    modalities: list[str] | tuple[str, ...] | None = None,
+    **options: Any,
+) -> FederatedDataset:
+    """Load dataset ``name`` and federate it; ``options`` go to the dataset's own loader.
+
+    >>> data = load("synthetic", clients=20, partition="dirichlet", alpha=0.5, missing_rate=0.3)
+    """
+    central = load_central(name, **options)
+    if modalities is not None:
+        central = restrict_modalities(central, modalities)
+    return federate(
+        central,
+        clients=clients,
+        partition=partition,
+        alpha=alpha,
+        unimodal_fraction=unimodal_fraction,
+        missing_rate=missing_rate,
+        missing_label_rate=missing_label_rate,
+        label_noise_rate=label_noise_rate,
+        validation_fraction=validation_fraction,
+        min_samples=min_samples,
+        seed=seed,
+    )
+
+
+__all__ = ["BUILTIN", "DatasetInfo", "Partition", "available", "build", "federate", "load", "load_central", "restrict_modalities"]

@@ -1,0 +1,262 @@
+"""``Federation``: a model, a federated dataset and a strategy, run by an engine.
+
+>>> fed = Federation(model=models.late_fusion(data.modalities, data.num_classes), data=data,
+...                  strategy=FedAvg(techniques=[...], clients_per_round=10))
+>>> history = fed.run(rounds=50)   # in-process engine, progress bar
+>>> history.ledger.totals()        # measured bytes, FLOPs, peak memory, seconds
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import os
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from torch import nn
+from tqdm.auto import tqdm
+
+from fedmm.core import checkpoint as ckpt
+from fedmm.core.arrays import GroupedArrays, get_arrays, model_groups, set_arrays, validate_update
+from fedmm.core.client import StepMeter, client_round, derive_seed
+from fedmm.core.data.types import FederatedDataset
+from fedmm.core.errors import CheckpointError, ConfigError, FedmmError
+from fedmm.core.evaluate import evaluate
+from fedmm.core.ledger import Ledger
+from fedmm.core.protocol import ClientResult, RoundContext, Strategy
+
+log = logging.getLogger("fedmm")
+
+SELECT_SALT = 1
+CLIENT_SALT = 2
+
+
+@dataclass
+class History:
+    """Per-round metrics and the ledger of a run."""
+
+    rounds: list[dict[str, Any]] = field(default_factory=list)
+    ledger: Ledger = field(default_factory=Ledger)
+
+    def last(self, key: str, default: float = float("nan")) -> float:
+        for r in reversed(self.rounds):
+            if key in r:
+                return float(r[key])
+        return default
+
+    def series(self, key: str) -> tuple[list[int], list[float]]:
+        xs, ys = [], []
+        for r in self.rounds:
+            if key in r:
+                xs.append(int(r["round"]))
+                ys.append(float(r[key]))
+        return xs, ys
+
+
+class Federation:
+    """Runs ``strategy`` over ``data`` starting from ``model``'s weights.
+
+    The model is the working instance clients train in turn (its weights are overwritten each
+    client round); the global weights live as plain arrays.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        data: FederatedDataset,
+        strategy: Strategy,
+        *,
+        seed: int = 0,
+        eval_every: int = 1,
+        eval_batch_size: int = 512,
+    ) -> None:
+        if eval_every < 0:
+            raise ConfigError(f"eval_every must be >= 0 (got {eval_every})")
+        self.model = model
+        self.data = data
+        self.strategy = strategy
+        self.seed = seed
+        self.eval_every = eval_every
+        self.eval_batch_size = eval_batch_size
+        self.groups = model_groups(model)
+        self.global_arrays: GroupedArrays = get_arrays(model)
+        self.client_states: dict[int, dict[str, np.ndarray]] = {}
+        self.reports: dict[int, dict[str, Any]] = {}
+        self.history = History()
+        self.round = 0
+        self.meter = StepMeter()
+        self._eval_model: nn.Module | None = None
+
+    # -- server-side model for evaluation --------------------------------------------------
+    def model_with(self, arrays: GroupedArrays) -> nn.Module:
+        if self._eval_model is None:
+            self._eval_model = copy.deepcopy(self.model)
+        set_arrays(self._eval_model, arrays)
+        self._eval_model.eval()
+        return self._eval_model
+
+    def context(self, round_: int) -> RoundContext:
+        return RoundContext(
+            round=round_,
+            global_arrays=self.global_arrays,
+            groups=self.groups,
+            num_clients=self.data.num_clients,
+            client_sizes=self.data.client_sizes(),
+            modalities=self.data.modalities,
+            num_classes=self.data.num_classes,
+            rng=np.random.default_rng(derive_seed(self.seed, round_, SELECT_SALT)),
+            validation=self.data.validation,
+            history=self.history.rounds,
+            reports=self.reports,
+            model_factory=self.model_with,
+        )
+
+    # -- one round -------------------------------------------------------------------------
+    def run_round(self, round_: int) -> dict[str, Any]:
+        ctx = self.context(round_)
+        t0 = time.perf_counter()
+        selected = self.strategy.select_clients(ctx)
+        results: list[ClientResult] = []
+        failed = 0
+        client_techniques = self.strategy.techniques
+        for cid in selected.tolist():
+            plan = self.strategy.configure(ctx, cid)
+            try:
+                result = client_round(
+                    self.model,
+                    self.global_arrays,
+                    plan,
+                    self.data.client(cid),
+                    self.client_states.get(cid, {}),
+                    client_techniques,
+                    round_=round_,
+                    seed=derive_seed(self.seed, round_, cid, CLIENT_SALT),
+                    modalities=self.data.modalities,
+                    num_classes=self.data.num_classes,
+                    meter=self.meter,
+                )
+                validate_update(result.update, self.global_arrays)
+            except Exception as exc:  # a failing client must not stop the round
+                failed += 1
+                log.warning("round %d: client %d dropped: %s: %s", round_, cid, type(exc).__name__, exc)
+                continue
+            results.append(result)
+        metrics: dict[str, Any] = {"round": round_, "selected": int(selected.shape[0]), "dropped": failed}
+        if len(results) < self.strategy.min_clients:
+            warnings.warn(
+                f"round {round_} skipped: {len(results)} of {selected.shape[0]} clients survived, "
+                f"fewer than min_clients={self.strategy.min_clients}",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+            metrics["skipped"] = True
+        else:
+            self.global_arrays = self.strategy.aggregate(ctx, results)
+            ctx.global_arrays = self.global_arrays
+            for r in results:
+                if r.state:
+                    self.client_states[r.client_id] = r.state
+                else:
+                    self.client_states.pop(r.client_id, None)
+                if r.report:
+                    self.reports[r.client_id] = r.report
+            self.history.ledger.extend(r.cost for r in results)
+            metrics["skipped"] = False
+            losses = [r.metrics["train_loss"] for r in results if math.isfinite(r.metrics["train_loss"])]
+            metrics["train_loss"] = float(np.mean(losses)) if losses else float("nan")
+        totals = self.history.ledger.round_totals(round_)
+        metrics.update({f"ledger/{k}": v for k, v in totals.items()})
+        metrics["train_seconds"] = time.perf_counter() - t0
+        if self.eval_every and (round_ % self.eval_every == 0):
+            metrics.update(evaluate(self.model_with(self.global_arrays), self.data.test, self.data.num_classes,
+                                    batch_size=self.eval_batch_size))
+        self.strategy.after_round(ctx, metrics)
+        return metrics
+
+    # -- the run ---------------------------------------------------------------------------
+    def run(
+        self,
+        rounds: int,
+        *,
+        engine: str = "inprocess",
+        progress: bool = True,
+        checkpoint_dir: str | os.PathLike[str] | None = None,
+        checkpoint_every: int = 0,
+        resume: bool = False,
+        on_round: Callable[[dict[str, Any]], None] | None = None,
+    ) -> History:
+        """Run until ``rounds`` rounds are done (continuing from a checkpoint with ``resume``)."""
+        if engine != "inprocess":
+            return self._run_other_engine(engine, rounds)
+        if rounds < 0:
+            raise ConfigError(f"rounds must be >= 0 (got {rounds})")
+        if resume:
+            if checkpoint_dir is None:
+                raise ConfigError("resume=True needs checkpoint_dir")
+            if ckpt.latest(checkpoint_dir) is not None:
+                self.load_checkpoint(checkpoint_dir)
+        bar = tqdm(total=rounds, initial=self.round, desc="rounds", disable=not progress, unit="round")
+        try:
+            while self.round < rounds:
+                self.round += 1
+                metrics = self.run_round(self.round)
+                self.history.rounds.append(metrics)
+                if on_round is not None:
+                    on_round(metrics)
+                if "accuracy" in metrics:
+                    bar.set_postfix(acc=f"{metrics['accuracy']:.3f}")
+                bar.update(1)
+                if checkpoint_dir is not None and checkpoint_every and (
+                    self.round % checkpoint_every == 0 or self.round == rounds
+                ):
+                    self.save_checkpoint(checkpoint_dir)
+        finally:
+            bar.close()
+        set_arrays(self.model, self.global_arrays)
+        return self.history
+
+    def _run_other_engine(self, engine: str, rounds: int) -> History:
+        if engine == "flower":
+            raise FedmmError(
+                "engine='flower' needs the Flower engine adapter (`pip install \"fedmm-core[flower]\"`), "
+                "which is not part of this release yet; use engine='inprocess'"
+            )
+        raise ConfigError(f"unknown engine {engine!r}; use 'inprocess' or 'flower'")
+
+    # -- checkpoints -----------------------------------------------------------------------
+    def state(self) -> dict[str, Any]:
+        return {
+            "strategy": self.strategy.state_dict(),
+            "clients": {str(k): v for k, v in self.client_states.items()},
+            "reports": {str(k): v for k, v in self.reports.items()},
+            "history": self.history.rounds,
+            "ledger": self.history.ledger.to_list(),
+            "seed": self.seed,
+            "num_clients": self.data.num_clients,
+        }
+
+    def save_checkpoint(self, directory: str | os.PathLike[str]) -> Path:
+        return ckpt.save(directory, self.round, self.global_arrays, self.state())
+
+    def load_checkpoint(self, path: str | os.PathLike[str]) -> None:
+        round_, arrays, state = ckpt.load(path)
+        if state.get("num_clients") != self.data.num_clients or state.get("seed") != self.seed:
+            raise CheckpointError(
+                f"{path}: checkpoint is of a run with seed={state.get('seed')} and "
+                f"{state.get('num_clients')} clients, this run has seed={self.seed} and {self.data.num_clients}"
+            )
+        if set(arrays) != set(self.global_arrays):
+            raise CheckpointError(f"{path}: checkpoint groups {sorted(arrays)} differ from the model's")
+        self.global_arrays = {g: {k: arrays[g][k] for k in keys} for g, keys in self.groups.items()}
+        self.strategy.load_state_dict(state["strategy"])
+        self.client_states = {int(k): dict(v) for k, v in state["clients"].items()}
+        self.reports = {int(k): dict(v) for k, v in state["reports"].items()}
+        self.history = History(list(state["history"]), Ledger.from_list(state["ledger"]))
+        self.round = round_

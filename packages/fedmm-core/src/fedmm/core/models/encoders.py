@@ -1,0 +1,186 @@
+"""Per-modality encoders: each maps one modality's batch ``(B, *shape)`` to embeddings ``(B, d)``.
+
+An encoder whose layers are separate units of training (for layer-wise methods) implements
+``part_of_parameter(name) -> str``; each part becomes the parameter group
+``encoder.<modality>.<part>``. Other encoders are one group, ``encoder.<modality>``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from fedmm.core.data.types import ModalitySpec
+from fedmm.core.errors import ConfigError
+
+
+class MLPEncoder(nn.Module):
+    """Flatten, then ``layers`` Linear+ReLU blocks."""
+
+    def __init__(self, in_shape: tuple[int, ...], embed_dim: int = 64, hidden: int = 128, layers: int = 2) -> None:
+        super().__init__()
+        dims = [math.prod(in_shape)] + [hidden] * (layers - 1) + [embed_dim]
+        blocks: list[nn.Module] = [nn.Flatten()]
+        for a, b in zip(dims[:-1], dims[1:], strict=True):
+            blocks += [nn.Linear(a, b), nn.ReLU()]
+        self.net = nn.Sequential(*blocks)
+        self.out_dim = embed_dim
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)  # type: ignore[no-any-return]
+
+
+class CNNEncoder(nn.Module):
+    """A small 2-D CNN for images ``(C, H, W)``: two conv blocks, global average pool, linear."""
+
+    def __init__(self, in_shape: tuple[int, ...], embed_dim: int = 64, channels: int = 32) -> None:
+        super().__init__()
+        if len(in_shape) != 3:
+            raise ConfigError(f"CNN encoder needs image shape (C, H, W), got {in_shape}")
+        c = in_shape[0]
+        self.net = nn.Sequential(
+            nn.Conv2d(c, channels, 3, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(channels, channels * 2, 3, padding=1),
+            nn.ReLU(),
+            nn.AdaptiveAvgPool2d(2),
+            nn.Flatten(),
+            nn.Linear(channels * 2 * 4, embed_dim),
+            nn.ReLU(),
+        )
+        self.out_dim = embed_dim
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)  # type: ignore[no-any-return]
+
+
+class Conv1dEncoder(nn.Module):
+    """1-D convolutions over time for sequences ``(T, C)``, then global average pool."""
+
+    def __init__(self, in_shape: tuple[int, ...], embed_dim: int = 64, channels: int = 32) -> None:
+        super().__init__()
+        if len(in_shape) != 2:
+            raise ConfigError(f"1-D conv encoder needs sequence shape (time, channels), got {in_shape}")
+        c = in_shape[1]
+        self.net = nn.Sequential(
+            nn.Conv1d(c, channels, 5, padding=2),
+            nn.ReLU(),
+            nn.Conv1d(channels, channels * 2, 5, padding=2, stride=2),
+            nn.ReLU(),
+            nn.AdaptiveAvgPool1d(1),
+            nn.Flatten(),
+            nn.Linear(channels * 2, embed_dim),
+            nn.ReLU(),
+        )
+        self.out_dim = embed_dim
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x.transpose(1, 2))  # type: ignore[no-any-return]
+
+
+class LSTMEncoder(nn.Module):
+    """An LSTM over sequences ``(T, C)``; the embedding is the last hidden state, projected."""
+
+    def __init__(self, in_shape: tuple[int, ...], embed_dim: int = 64, hidden: int = 64) -> None:
+        super().__init__()
+        if len(in_shape) != 2:
+            raise ConfigError(f"LSTM encoder needs sequence shape (time, channels), got {in_shape}")
+        self.lstm = nn.LSTM(in_shape[1], hidden, batch_first=True)
+        self.proj = nn.Linear(hidden, embed_dim)
+        self.out_dim = embed_dim
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        _, (h, _) = self.lstm(x)
+        return torch.relu(self.proj(h[-1]))
+
+
+class TransformerStackEncoder(nn.Module):
+    """A stack of transformer layers, each its own parameter group (for layer-wise training).
+
+    Input: sequences ``(T, C)`` (projected per step), vectors/images (split into ``tokens``
+    chunks), or token ids ``(L,)`` (embedded). Output: mean-pooled, normalised tokens.
+    Parts: ``embed``, ``0`` .. ``layers-1``, ``norm``.
+    """
+
+    def __init__(
+        self,
+        spec: ModalitySpec,
+        embed_dim: int = 64,
+        layers: int = 4,
+        heads: int = 4,
+        ff_dim: int | None = None,
+        vocab_size: int = 30522,
+        tokens: int = 8,
+        max_len: int = 512,
+    ) -> None:
+        super().__init__()
+        self.kind = spec.kind
+        self.shape = spec.shape
+        if spec.kind == "tokens":
+            self.embed: nn.Module = nn.Embedding(vocab_size, embed_dim)
+            seq_len = spec.shape[0]
+        elif spec.kind == "sequence":
+            self.embed = nn.Linear(spec.shape[1], embed_dim)
+            seq_len = spec.shape[0]
+        else:
+            size = math.prod(spec.shape)
+            if size % tokens:
+                raise ConfigError(f"modality {spec.name!r}: {size} features do not split into {tokens} tokens")
+            self.tokens = tokens
+            self.embed = nn.Linear(size // tokens, embed_dim)
+            seq_len = tokens
+        if seq_len > max_len:
+            raise ConfigError(f"modality {spec.name!r}: sequence length {seq_len} exceeds max_len {max_len}")
+        self.position = nn.Parameter(torch.zeros(1, seq_len, embed_dim))
+        self.layers = nn.ModuleList(
+            nn.TransformerEncoderLayer(
+                embed_dim, heads, ff_dim or 2 * embed_dim, dropout=0.0, batch_first=True, norm_first=True
+            )
+            for _ in range(layers)
+        )
+        self.norm = nn.LayerNorm(embed_dim)
+        self.out_dim = embed_dim
+        self.depth = layers  # how many layers run (layer-wise methods grow this)
+
+    def part_of_parameter(self, name: str) -> str:
+        if name == "position" or name.startswith("embed."):
+            return "embed"
+        if name.startswith("layers."):
+            return name.split(".")[1]
+        if name.startswith("norm."):
+            return "norm"
+        raise KeyError(name)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.kind == "tokens":
+            h = self.embed(x.long())
+        elif self.kind == "sequence":
+            h = self.embed(x)
+        else:
+            h = self.embed(x.reshape(x.shape[0], self.tokens, -1))
+        h = h + self.position
+        for layer in self.layers[: self.depth]:
+            h = layer(h)
+        return self.norm(h.mean(dim=1))  # type: ignore[no-any-return]
+
+
+ENCODERS = ("auto", "mlp", "cnn", "conv1d", "lstm", "transformer")
+
+
+def build_encoder(spec: ModalitySpec, kind: str = "auto", embed_dim: int = 64, **options: object) -> nn.Module:
+    """The encoder ``kind`` for ``spec``; ``auto`` picks by modality kind (image→CNN, sequence→1-D conv)."""
+    if kind == "auto":
+        kind = {"image": "cnn", "sequence": "conv1d", "tokens": "transformer"}.get(spec.kind, "mlp")
+    if kind == "mlp":
+        return MLPEncoder(spec.shape, embed_dim, **options)  # type: ignore[arg-type]
+    if kind == "cnn":
+        return CNNEncoder(spec.shape, embed_dim, **options)  # type: ignore[arg-type]
+    if kind == "conv1d":
+        return Conv1dEncoder(spec.shape, embed_dim, **options)  # type: ignore[arg-type]
+    if kind == "lstm":
+        return LSTMEncoder(spec.shape, embed_dim, **options)  # type: ignore[arg-type]
+    if kind == "transformer":
+        return TransformerStackEncoder(spec, embed_dim, **options)  # type: ignore[arg-type]
+    raise ConfigError(f"unknown encoder {kind!r} for modality {spec.name!r}; choose one of {ENCODERS}")

@@ -1,0 +1,186 @@
+"""The multimodal model: per-modality encoders, a fusion module and a head, addressed by parameter groups.
+
+Parameter groups — ``encoder.<modality>[.<part>]``, ``fusion``, ``head`` — are the unit of
+download, training, freezing, upload and accounting. A missing modality (per sample, per client,
+or switched off by a train plan) contributes a zero embedding and is masked out of fusion; an
+encoder whose modality is absent from the whole batch is not run at all (no FLOPs spent).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from fedmm.core.data.types import Batch, ModalitySpec
+from fedmm.core.errors import ConfigError
+from fedmm.core.models.encoders import build_encoder
+
+FUSIONS = ("concat", "attention")
+
+
+class ConcatFusion(nn.Module):
+    """Concatenate the (masked) embeddings and the presence mask, then one Linear+ReLU."""
+
+    def __init__(self, dims: Sequence[int], out_dim: int) -> None:
+        super().__init__()
+        self.proj = nn.Linear(sum(dims) + len(dims), out_dim)
+        self.out_dim = out_dim
+
+    def forward(self, embeddings: Sequence[torch.Tensor], present: torch.Tensor) -> torch.Tensor:
+        return torch.relu(self.proj(torch.cat([*embeddings, present.to(embeddings[0].dtype)], dim=1)))
+
+
+class AttentionFusion(nn.Module):
+    """Attention over modality tokens: each embedding is projected to a token; missing ones are
+    masked out of the attention; the output is the presence-weighted mean of attended tokens."""
+
+    def __init__(self, dims: Sequence[int], out_dim: int, heads: int = 4) -> None:
+        super().__init__()
+        if out_dim % heads:
+            heads = 1
+        self.proj = nn.ModuleList(nn.Linear(d, out_dim) for d in dims)
+        self.modality = nn.Parameter(torch.zeros(len(dims), out_dim))
+        self.attn = nn.MultiheadAttention(out_dim, heads, batch_first=True)
+        self.norm = nn.LayerNorm(out_dim)
+        self.out_dim = out_dim
+
+    def forward(self, embeddings: Sequence[torch.Tensor], present: torch.Tensor) -> torch.Tensor:
+        tokens = torch.stack([p(e) for p, e in zip(self.proj, embeddings, strict=True)], dim=1) + self.modality
+        # A row with nothing present would make attention NaN: let it attend to all (its tokens are 0).
+        pad = ~present
+        pad = pad & ~pad.all(dim=1, keepdim=True)
+        attended, _ = self.attn(tokens, tokens, tokens, key_padding_mask=pad, need_weights=False)
+        h = self.norm(tokens + attended)
+        w = present.to(h.dtype).unsqueeze(-1)
+        return (h * w).sum(dim=1) / w.sum(dim=1).clamp_min(1.0)  # type: ignore[no-any-return]
+
+
+@dataclass
+class ModelOutput:
+    """What a forward pass gives techniques: logits, per-modality embeddings (zero where absent),
+    the fused representation and the presence mask actually used."""
+
+    logits: torch.Tensor
+    embeddings: dict[str, torch.Tensor]
+    fused: torch.Tensor
+    present: torch.Tensor
+
+
+class MultimodalModel(nn.Module):
+    """Encoders (one per modality) → fusion → head.
+
+    ``forward(batch, active=None)``: ``active`` restricts the modalities used (the rest are treated
+    as missing), which is how a train plan trains one modality combination at a time.
+    """
+
+    def __init__(
+        self,
+        modalities: Sequence[ModalitySpec],
+        encoders: Mapping[str, nn.Module],
+        fusion: nn.Module,
+        head: nn.Module,
+    ) -> None:
+        super().__init__()
+        self.modality_specs = tuple(modalities)
+        self.modalities = tuple(m.name for m in modalities)
+        if set(encoders) != set(self.modalities):
+            raise ConfigError(f"encoders {sorted(encoders)} do not match modalities {list(self.modalities)}")
+        self.encoders = nn.ModuleDict({m: encoders[m] for m in self.modalities})
+        self.fusion = fusion
+        self.head = head
+        self._groups: dict[str, tuple[str, ...]] | None = None
+
+    def embed(self, batch: Batch, active: Iterable[str] | None = None) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        present = batch.present
+        if active is not None:
+            keep = set(active)
+            present = present & torch.tensor([m in keep for m in self.modalities], dtype=torch.bool)
+        embeddings: dict[str, torch.Tensor] = {}
+        for i, m in enumerate(self.modalities):
+            encoder = self.encoders[m]
+            mask = present[:, i]
+            if bool(mask.any()):
+                z = encoder(batch.features[m])
+                embeddings[m] = z * mask.unsqueeze(1).to(z.dtype)
+            else:
+                embeddings[m] = torch.zeros(len(batch), encoder.out_dim)
+        return embeddings, present
+
+    def forward(self, batch: Batch, active: Iterable[str] | None = None) -> ModelOutput:
+        embeddings, present = self.embed(batch, active)
+        fused = self.fusion([embeddings[m] for m in self.modalities], present)
+        return ModelOutput(self.head(fused), embeddings, fused, present)
+
+    # -- parameter groups --------------------------------------------------------------------
+    def parameter_groups(self) -> dict[str, tuple[str, ...]]:
+        """Group name → state_dict keys, in a stable order. Every key is in exactly one group."""
+        if self._groups is None:
+            groups: dict[str, list[str]] = {}
+            for key in self.state_dict():
+                groups.setdefault(self.group_of(key), []).append(key)
+            self._groups = {g: tuple(keys) for g, keys in groups.items()}
+        return self._groups
+
+    def group_of(self, key: str) -> str:
+        top, _, rest = key.partition(".")
+        if top == "encoders":
+            modality, _, inner = rest.partition(".")
+            part_of = getattr(self.encoders[modality], "part_of_parameter", None)
+            return f"encoder.{modality}" if part_of is None else f"encoder.{modality}.{part_of(inner)}"
+        if top in ("fusion", "head"):
+            return top
+        raise KeyError(f"parameter {key!r} is outside encoders/fusion/head")
+
+
+def expand_groups(patterns: Iterable[str], groups: Iterable[str]) -> tuple[str, ...]:
+    """Resolve group patterns against the model's groups, keeping the model's order.
+
+    A pattern matches a group equal to it, any group below it (``encoder.text`` matches
+    ``encoder.text.0``), or a shell-style wildcard (``encoder.*``). ``*`` alone means all.
+    """
+    groups = list(groups)
+    chosen: set[str] = set()
+    for pattern in patterns:
+        hit = [g for g in groups if g == pattern or g.startswith(pattern + ".") or fnmatch.fnmatchcase(g, pattern)]
+        if not hit:
+            raise ConfigError(f"parameter group {pattern!r} matches nothing; the model's groups are {groups}")
+        chosen.update(hit)
+    return tuple(g for g in groups if g in chosen)
+
+
+def late_fusion(
+    modalities: Sequence[ModalitySpec],
+    num_classes: int,
+    *,
+    fusion: str = "concat",
+    embed_dim: int = 64,
+    hidden: int = 64,
+    encoders: Mapping[str, str] | None = None,
+    encoder_options: Mapping[str, Mapping[str, object]] | None = None,
+) -> MultimodalModel:
+    """The standard late-fusion model: one encoder per modality, ``fusion`` (concat|attention), MLP head.
+
+    ``encoders`` maps a modality to an encoder kind (``mlp``, ``cnn``, ``conv1d``, ``lstm``,
+    ``transformer``; default ``auto`` by modality kind).
+    """
+    encoders = dict(encoders or {})
+    unknown = set(encoders) - {m.name for m in modalities}
+    if unknown:
+        raise ConfigError(f"encoders given for unknown modalities {sorted(unknown)}")
+    built = {
+        m.name: build_encoder(m, encoders.get(m.name, "auto"), embed_dim, **dict((encoder_options or {}).get(m.name, {})))
+        for m in modalities
+    }
+    dims = [built[m.name].out_dim for m in modalities]
+    if fusion == "concat":
+        fuse: nn.Module = ConcatFusion(dims, hidden)
+    elif fusion == "attention":
+        fuse = AttentionFusion(dims, hidden)
+    else:
+        raise ConfigError(f"unknown fusion {fusion!r}; choose one of {FUSIONS}")
+    head = nn.Linear(hidden, num_classes)
+    return MultimodalModel(modalities, built, fuse, head)

@@ -1,0 +1,231 @@
+"""The in-process engine: determinism, fault handling, checkpoints, ledger, plan semantics."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from fedmm.core import ClientContext, ClientResult, FedAvg, Federation, RoundContext, Technique, TrainPlan
+from fedmm.core.arrays import nbytes
+from fedmm.core.data.types import ClientData, FederatedDataset
+from fedmm.core.errors import ConfigError
+from fedmm.core.models import MultimodalModel
+from fedmm.core.protocol import Combination
+
+
+def _weights(fed: Federation) -> dict[str, np.ndarray]:
+    return {k: v for g in fed.global_arrays.values() for k, v in g.items()}
+
+
+def _same(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> bool:
+    return a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
+
+
+def test_same_seed_same_weights_and_learning(small_data: FederatedDataset, small_model: MultimodalModel) -> None:
+    runs = []
+    for _ in range(2):
+        fed = Federation(copy.deepcopy(small_model), small_data, FedAvg(clients_per_round=3, lr=0.05, momentum=0.9, local_epochs=2), seed=5)
+        history = fed.run(4, progress=False)
+        runs.append((_weights(fed), history))
+    assert _same(runs[0][0], runs[1][0])
+    accs = [r["accuracy"] for r in runs[0][1].rounds]
+    assert accs[-1] > 0.3  # 10 classes: chance is 0.1
+
+
+def test_resume_is_bit_identical(tmp_path: Any, small_data: FederatedDataset, small_model: MultimodalModel) -> None:
+    full = Federation(copy.deepcopy(small_model), small_data, FedAvg(clients_per_round=3), seed=1)
+    full.run(6, progress=False)
+    part = Federation(copy.deepcopy(small_model), small_data, FedAvg(clients_per_round=3), seed=1)
+    part.run(3, progress=False, checkpoint_dir=tmp_path, checkpoint_every=3)  # "killed" after round 3
+    resumed = Federation(copy.deepcopy(small_model), small_data, FedAvg(clients_per_round=3), seed=1)
+    history = resumed.run(6, progress=False, checkpoint_dir=tmp_path, checkpoint_every=3, resume=True)
+    assert resumed.round == 6 and len(history.rounds) == 6
+    assert _same(_weights(full), _weights(resumed))
+    assert len(history.ledger) == len(full.history.ledger)
+
+
+class Faulty(Technique):
+    """Breaks chosen clients in chosen ways (client-side hooks only)."""
+
+    name = "faulty"
+
+    def __init__(self, mode: str, clients: Sequence[int]) -> None:
+        self.mode, self.clients = mode, set(clients)
+
+    def prepare(self, cctx: ClientContext, data: ClientData) -> ClientData:
+        if cctx.client_id in self.clients and self.mode == "raise":
+            raise RuntimeError("disk on fire")
+        return data
+
+    def report(self, cctx: ClientContext, model: torch.nn.Module, data: ClientData) -> Mapping[str, Any]:
+        if cctx.client_id in self.clients:
+            with torch.no_grad():
+                p = next(model.parameters())
+                if self.mode == "nan":
+                    p[0] = float("nan")
+                elif self.mode == "inf":
+                    p[0] = float("inf")
+        return {}
+
+
+@pytest.mark.parametrize("mode", ["raise", "nan", "inf"])
+def test_bad_clients_are_dropped_and_counted(mode: str, small_data: FederatedDataset, small_model: MultimodalModel) -> None:
+    fed = Federation(small_model, small_data, FedAvg([Faulty(mode, [0, 1])]), seed=0)
+    history = fed.run(2, progress=False)
+    assert all(r["dropped"] == 2 for r in history.rounds)
+    assert not any(r["skipped"] for r in history.rounds)
+    assert all(np.isfinite(v).all() for v in _weights(fed).values())
+    assert {c.client_id for c in history.ledger.records} == {2, 3, 4, 5}
+
+
+class WrongShape(Technique):
+    name = "wrong-shape"
+
+    def aggregate(self, ctx: RoundContext, results: Sequence[ClientResult]) -> None:
+        return None
+
+
+def test_wrong_shape_update_is_dropped(small_data: FederatedDataset, small_model: MultimodalModel, monkeypatch: Any) -> None:
+    import fedmm.core.federation as F
+
+    real = F.client_round
+
+    def bad_round(*args: Any, **kwargs: Any) -> ClientResult:
+        result = real(*args, **kwargs)
+        if result.client_id == 0:
+            g = next(iter(result.update))
+            k = next(iter(result.update[g]))
+            result.update[g][k] = np.zeros((1, 2, 3), np.float32)
+        return result
+
+    monkeypatch.setattr(F, "client_round", bad_round)
+    fed = Federation(small_model, small_data, FedAvg(), seed=0)
+    history = fed.run(1, progress=False)
+    assert history.rounds[0]["dropped"] == 1
+
+
+def test_too_few_survivors_skip_the_round(small_data: FederatedDataset, small_model: MultimodalModel) -> None:
+    fed = Federation(small_model, small_data, FedAvg([Faulty("raise", range(6))], min_clients=2), seed=0)
+    before = _weights(fed)
+    with pytest.warns(RuntimeWarning, match="skipped"):
+        history = fed.run(1, progress=False)
+    assert history.rounds[0]["skipped"] is True
+    assert _same(before, _weights(fed))
+
+
+def test_ledger_counts_the_bytes_that_crossed(small_data: FederatedDataset, small_model: MultimodalModel) -> None:
+    fed = Federation(small_model, small_data, FedAvg(clients_per_round=2), seed=0)
+    history = fed.run(1, progress=False)
+    full = nbytes(fed.global_arrays)
+    for rec in history.ledger.records:
+        assert rec.bytes_down == full and rec.bytes_up == full
+        assert rec.flops > 0 and rec.peak_bytes > 0 and rec.steps > 0 and rec.seconds > 0
+
+
+class FreezeEncoders(Technique):
+    name = "freeze"
+
+    def configure(self, ctx: RoundContext, client_id: int, plan: TrainPlan) -> TrainPlan:
+        return plan.replace(train=("fusion", "head"))
+
+
+def test_frozen_groups_are_not_uploaded_and_stay_bit_identical(
+    small_data: FederatedDataset, small_model: MultimodalModel
+) -> None:
+    fed = Federation(small_model, small_data, FedAvg([FreezeEncoders()]), seed=0)
+    enc_before = copy.deepcopy(fed.global_arrays["encoder.a"])
+    head_before = copy.deepcopy(fed.global_arrays["head"])
+    history = fed.run(2, progress=False)
+    assert _same(enc_before, fed.global_arrays["encoder.a"])
+    assert not _same(head_before, fed.global_arrays["head"])
+    head_fusion = nbytes({g: fed.global_arrays[g] for g in ("fusion", "head")})
+    assert all(r.bytes_up == head_fusion for r in history.ledger.records)
+
+
+class OneModality(Technique):
+    name = "one-modality"
+
+    def __init__(self, modality: str | None) -> None:
+        self.modality = modality
+
+    def configure(self, ctx: RoundContext, client_id: int, plan: TrainPlan) -> TrainPlan:
+        mods = None if self.modality is None else (self.modality,)
+        return plan.replace(combinations=(Combination(mods, steps=3),))
+
+
+def test_combinations_run_their_steps_and_cost_less(small_data: FederatedDataset, small_model: MultimodalModel) -> None:
+    costs = {}
+    for mod in (None, "a"):
+        fed = Federation(copy.deepcopy(small_model), small_data, FedAvg([OneModality(mod)], clients_per_round=1), seed=0)
+        h = fed.run(1, progress=False)
+        assert h.ledger.records[0].steps == 3
+        costs[mod] = h.ledger.records[0].flops
+    assert costs["a"] < costs[None]  # encoder b never ran
+
+
+class KeepEncoders(Technique):
+    """Clients keep the encoders and only download fusion + head after their first round."""
+
+    name = "keep"
+
+    def configure(self, ctx: RoundContext, client_id: int, plan: TrainPlan) -> TrainPlan:
+        return plan.replace(download=("fusion", "head"), train=("fusion", "head"), keep=("encoder.*",))
+
+
+def test_kept_groups_are_not_downloaded_again(small_data: FederatedDataset, small_model: MultimodalModel) -> None:
+    fed = Federation(small_model, small_data, FedAvg([KeepEncoders()], clients_per_round=6), seed=0)
+    history = fed.run(2, progress=False)
+    full = nbytes(fed.global_arrays)
+    small = nbytes({g: fed.global_arrays[g] for g in ("fusion", "head")})
+    first = [r.bytes_down for r in history.ledger.records if r.round == 1]
+    second = [r.bytes_down for r in history.ledger.records if r.round == 2]
+    assert first == [full] * 6  # nothing kept yet: everything must be sent
+    assert second == [small] * 6
+
+
+class Agg1(Technique):
+    name = "agg1"
+
+    def aggregate(self, ctx: RoundContext, results: Sequence[ClientResult]) -> None:
+        return None
+
+
+class Agg2(Agg1):
+    name = "agg2"
+
+
+def test_two_aggregation_owners_fail_at_construction() -> None:
+    with pytest.raises(ConfigError, match="Agg1 and Agg2 both own the 'aggregate' step"):
+        FedAvg([Agg1(), Agg2()])
+
+
+class Order(Technique):
+    def __init__(self, tag: str, log: list[str]) -> None:
+        self.tag, self.log = tag, log
+
+    def select_clients(self, ctx: RoundContext, candidates: np.ndarray) -> np.ndarray:
+        self.log.append(f"select-{self.tag}")
+        return candidates[: len(candidates) - 1]
+
+    def configure(self, ctx: RoundContext, client_id: int, plan: TrainPlan) -> TrainPlan:
+        return plan.with_extra(order=[*plan.extra.get("order", []), self.tag])
+
+
+def test_hooks_compose_in_list_order(small_data: FederatedDataset, small_model: MultimodalModel) -> None:
+    log: list[str] = []
+    strategy = FedAvg([Order("x", log), Order("y", log)])
+    fed = Federation(small_model, small_data, strategy, seed=0)
+    ctx = fed.context(1)
+    assert strategy.select_clients(ctx).tolist() == [0, 1, 2, 3]  # each narrowed by one
+    assert log == ["select-x", "select-y"]
+    assert strategy.configure(ctx, 0).extra["order"] == ["x", "y"]
+
+
+def test_train_plan_round_trips_as_plain_data() -> None:
+    plan = TrainPlan(train=("head",), combinations=(Combination(("a",), 4), Combination()), extra={"k": 1})
+    assert TrainPlan.from_dict(plan.to_dict()) == plan

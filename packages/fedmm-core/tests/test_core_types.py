@@ -1,0 +1,73 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from fedmm.core import datasets
+from fedmm.core.data.types import ModalitySpec, SampleSet
+from fedmm.core.errors import ConfigError, DataError
+
+
+def test_client_views_share_the_sample_arrays() -> None:
+    data = datasets.load("synthetic", clients=50, num_samples=1000, seed=0)
+    client = data.client(3)
+    assert client.samples is data.train
+    assert np.shares_memory(client.indices, data.partition.indices)
+    batch = client.batch()
+    assert len(batch) == client.num_samples
+    assert torch.equal(batch.features["a"], torch.from_numpy(data.train.features["a"][client.indices]))
+
+
+def test_batches_visit_every_sample_once() -> None:
+    data = datasets.load("synthetic", clients=4, num_samples=203, seed=0)
+    client = data.client(1)
+    gen = torch.Generator().manual_seed(0)
+    seen = torch.cat([b.labels for b in client.batches(16, gen)])
+    assert seen.shape[0] == client.num_samples
+    assert sorted(seen.tolist()) == sorted(client.labels().tolist())
+
+
+def test_client_modality_mask_hides_a_modality() -> None:
+    data = datasets.load("synthetic", clients=10, num_samples=500, unimodal_fraction=1.0, seed=0)
+    client = data.client(0)
+    assert len(client.modalities) == 1
+    batch = client.batch()
+    assert batch.present.sum(dim=1).eq(1).all()
+
+
+def test_sampleset_rejects_bad_shapes() -> None:
+    spec = ModalitySpec("x", (3,))
+    with pytest.raises(DataError, match="expected"):
+        SampleSet([spec], {"x": np.zeros((4, 2))}, np.zeros(4))
+    with pytest.raises(DataError, match="missing"):
+        SampleSet([spec], {}, np.zeros(4))
+    with pytest.raises(DataError, match="presence mask"):
+        SampleSet([spec], {"x": np.zeros((4, 3))}, np.zeros(4), present=np.ones((4, 2), bool))
+
+
+def test_modality_name_rules() -> None:
+    with pytest.raises(DataError, match="no '.'"):
+        ModalitySpec("a.b", (2,))
+
+
+def test_load_reports_unknown_dataset_and_bad_modalities() -> None:
+    with pytest.raises(ConfigError, match="unknown dataset 'nope'"):
+        datasets.load("nope")
+    with pytest.raises(ConfigError, match="invalid"):
+        datasets.load("synthetic", modalities=["zzz"], num_samples=100)
+    with pytest.raises(ConfigError, match="path="):
+        datasets.load("uci-har")
+
+
+def test_restricting_modalities_gives_a_unimodal_dataset() -> None:
+    data = datasets.load("synthetic", clients=3, num_samples=300, modalities=["b"], seed=0)
+    assert data.modality_names == ("b",)
+    assert data.train.present.shape[1] == 1
+
+
+def test_validation_split_is_disjoint_from_clients() -> None:
+    data = datasets.load("synthetic", clients=5, num_samples=1000, validation_fraction=0.1, seed=0)
+    assert data.validation is not None and len(data.validation) == 100
+    assert len(data.train) == 900
+    assert data.partition.indices.max() < 900
