@@ -17,4 +17,6 @@ def small_data() -> FederatedDataset:
 @pytest.fixture
 def small_model(small_data: FederatedDataset) -> models.MultimodalModel:
     torch.manual_seed(0)
-    return models.late_fusion(small_data.modalities, small_data.num_classes, encoders={"a": "mlp", "b": "mlp"})
+    return models.late_fusion(
+        small_data.modalities, small_data.num_classes, encoders={"a": "mlp", "b": "mlp"}
+    )

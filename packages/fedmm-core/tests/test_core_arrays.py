@@ -28,7 +28,10 @@ def test_groups_averaged_over_their_uploaders_only() -> None:
 
 
 def test_group_nobody_uploaded_is_bit_identical() -> None:
-    prev = {"enc": {"w": np.random.default_rng(0).standard_normal(5).astype(np.float32)}, "head": {"w": np.ones(1, np.float32)}}
+    prev = {
+        "enc": {"w": np.random.default_rng(0).standard_normal(5).astype(np.float32)},
+        "head": {"w": np.ones(1, np.float32)},
+    }
     out = weighted_mean([{"head": {"w": np.zeros(1, np.float32)}}], [2.0], prev)
     assert out["enc"]["w"] is prev["enc"]["w"]
 

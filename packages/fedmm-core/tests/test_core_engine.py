@@ -26,10 +26,17 @@ def _same(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> bool:
     return a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
 
 
-def test_same_seed_same_weights_and_learning(small_data: FederatedDataset, small_model: MultimodalModel) -> None:
+def test_same_seed_same_weights_and_learning(
+    small_data: FederatedDataset, small_model: MultimodalModel
+) -> None:
     runs = []
     for _ in range(2):
-        fed = Federation(copy.deepcopy(small_model), small_data, FedAvg(clients_per_round=3, lr=0.05, momentum=0.9, local_epochs=2), seed=5)
+        fed = Federation(
+            copy.deepcopy(small_model),
+            small_data,
+            FedAvg(clients_per_round=3, lr=0.05, momentum=0.9, local_epochs=2),
+            seed=5,
+        )
         history = fed.run(4, progress=False)
         runs.append((_weights(fed), history))
     assert _same(runs[0][0], runs[1][0])
@@ -37,7 +44,9 @@ def test_same_seed_same_weights_and_learning(small_data: FederatedDataset, small
     assert accs[-1] > 0.3  # 10 classes: chance is 0.1
 
 
-def test_resume_is_bit_identical(tmp_path: Any, small_data: FederatedDataset, small_model: MultimodalModel) -> None:
+def test_resume_is_bit_identical(
+    tmp_path: Any, small_data: FederatedDataset, small_model: MultimodalModel
+) -> None:
     full = Federation(copy.deepcopy(small_model), small_data, FedAvg(clients_per_round=3), seed=1)
     full.run(6, progress=False)
     part = Federation(copy.deepcopy(small_model), small_data, FedAvg(clients_per_round=3), seed=1)
@@ -74,7 +83,9 @@ class Faulty(Technique):
 
 
 @pytest.mark.parametrize("mode", ["raise", "nan", "inf"])
-def test_bad_clients_are_dropped_and_counted(mode: str, small_data: FederatedDataset, small_model: MultimodalModel) -> None:
+def test_bad_clients_are_dropped_and_counted(
+    mode: str, small_data: FederatedDataset, small_model: MultimodalModel
+) -> None:
     fed = Federation(small_model, small_data, FedAvg([Faulty(mode, [0, 1])]), seed=0)
     history = fed.run(2, progress=False)
     assert all(r["dropped"] == 2 for r in history.rounds)
@@ -90,7 +101,9 @@ class WrongShape(Technique):
         return None
 
 
-def test_wrong_shape_update_is_dropped(small_data: FederatedDataset, small_model: MultimodalModel, monkeypatch: Any) -> None:
+def test_wrong_shape_update_is_dropped(
+    small_data: FederatedDataset, small_model: MultimodalModel, monkeypatch: Any
+) -> None:
     import fedmm.core.federation as F
 
     real = F.client_round
@@ -118,7 +131,9 @@ def test_too_few_survivors_skip_the_round(small_data: FederatedDataset, small_mo
     assert _same(before, _weights(fed))
 
 
-def test_ledger_counts_the_bytes_that_crossed(small_data: FederatedDataset, small_model: MultimodalModel) -> None:
+def test_ledger_counts_the_bytes_that_crossed(
+    small_data: FederatedDataset, small_model: MultimodalModel
+) -> None:
     fed = Federation(small_model, small_data, FedAvg(clients_per_round=2), seed=0)
     history = fed.run(1, progress=False)
     full = nbytes(fed.global_arrays)
@@ -158,10 +173,14 @@ class OneModality(Technique):
         return plan.replace(combinations=(Combination(mods, steps=3),))
 
 
-def test_combinations_run_their_steps_and_cost_less(small_data: FederatedDataset, small_model: MultimodalModel) -> None:
+def test_combinations_run_their_steps_and_cost_less(
+    small_data: FederatedDataset, small_model: MultimodalModel
+) -> None:
     costs = {}
     for mod in (None, "a"):
-        fed = Federation(copy.deepcopy(small_model), small_data, FedAvg([OneModality(mod)], clients_per_round=1), seed=0)
+        fed = Federation(
+            copy.deepcopy(small_model), small_data, FedAvg([OneModality(mod)], clients_per_round=1), seed=0
+        )
         h = fed.run(1, progress=False)
         assert h.ledger.records[0].steps == 3
         costs[mod] = h.ledger.records[0].flops
@@ -177,7 +196,9 @@ class KeepEncoders(Technique):
         return plan.replace(download=("fusion", "head"), train=("fusion", "head"), keep=("encoder.*",))
 
 
-def test_kept_groups_are_not_downloaded_again(small_data: FederatedDataset, small_model: MultimodalModel) -> None:
+def test_kept_groups_are_not_downloaded_again(
+    small_data: FederatedDataset, small_model: MultimodalModel
+) -> None:
     fed = Federation(small_model, small_data, FedAvg([KeepEncoders()], clients_per_round=6), seed=0)
     history = fed.run(2, progress=False)
     full = nbytes(fed.global_arrays)

@@ -77,7 +77,12 @@ def test_expand_groups_patterns() -> None:
     groups = ["encoder.a", "encoder.text.0", "encoder.text.1", "fusion", "head"]
     assert expand_groups(["encoder.text"], groups) == ("encoder.text.0", "encoder.text.1")
     assert expand_groups(["*"], groups) == tuple(groups)
-    assert expand_groups(["head", "encoder.*"], groups) == ("encoder.a", "encoder.text.0", "encoder.text.1", "head")
+    assert expand_groups(["head", "encoder.*"], groups) == (
+        "encoder.a",
+        "encoder.text.0",
+        "encoder.text.1",
+        "head",
+    )
     with pytest.raises(ConfigError, match="matches nothing"):
         expand_groups(["encoder.zzz"], groups)
 

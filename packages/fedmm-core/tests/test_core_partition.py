@@ -39,7 +39,9 @@ def test_dirichlet_bad_alpha_and_impossible_min_size() -> None:
     with pytest.raises(ConfigError, match="alpha"):
         P.dirichlet(np.zeros(10), 2, 0.0, np.random.default_rng(0))
     with pytest.raises(ConfigError, match="fewer than 5 samples"):
-        P.dirichlet(np.repeat(np.arange(2), 10), 4, 0.01, np.random.default_rng(0), min_samples=5, max_tries=3)
+        P.dirichlet(
+            np.repeat(np.arange(2), 10), 4, 0.01, np.random.default_rng(0), min_samples=5, max_tries=3
+        )
 
 
 def test_natural_split_one_client_per_group() -> None:

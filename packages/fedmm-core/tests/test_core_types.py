@@ -47,7 +47,7 @@ def test_sampleset_rejects_bad_shapes() -> None:
 
 
 def test_modality_name_rules() -> None:
-    with pytest.raises(DataError, match="no '.'"):
+    with pytest.raises(DataError, match=r"no '\.'"):
         ModalitySpec("a.b", (2,))
 
 

@@ -64,6 +64,7 @@ def test_extreme_scales_are_stable():
     rng = np.random.default_rng(4)
     x = rng.normal(size=(10, 3))
     assert linear_cka(1e200 * x, 1e-200 * x) == pytest.approx(1.0, abs=1e-12)
+    assert linear_cka(1e200 * x, x, normalize_rows=True) == pytest.approx(1.0, abs=1e-12)
 
 
 def test_normalize_rows():

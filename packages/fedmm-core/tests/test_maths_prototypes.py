@@ -30,7 +30,7 @@ def test_class_prototypes_accepts_torch():
 
 def test_class_prototypes_bad_input():
     z = np.zeros((3, 2))
-    with pytest.raises(DataError, match="labels must be in 0..1"):
+    with pytest.raises(DataError, match=r"labels must be in 0\.\.1"):
         class_prototypes(z, np.array([0, 2, 1]), 2)
     with pytest.raises(DataError, match="3 embeddings"):
         class_prototypes(z, np.array([0, 1]), 2)

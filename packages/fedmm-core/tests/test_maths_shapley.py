@@ -183,7 +183,9 @@ def test_bad_inputs():
 
 
 def test_normalize_nonnegative():
-    assert normalize_nonnegative({"a": 3.0, "b": 1.0, "c": -2.0}) == pytest.approx({"a": 0.75, "b": 0.25, "c": 0.0})
+    assert normalize_nonnegative({"a": 3.0, "b": 1.0, "c": -2.0}) == pytest.approx(
+        {"a": 0.75, "b": 0.25, "c": 0.0}
+    )
     assert normalize_nonnegative({"a": -1.0, "b": 0.0}) == {"a": 0.5, "b": 0.5}
     assert normalize_nonnegative({"a": -1.0, "b": 0.0}, fallback="zeros") == {"a": 0.0, "b": 0.0}
     assert normalize_nonnegative({}) == {}

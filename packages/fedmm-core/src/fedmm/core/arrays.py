@@ -22,7 +22,7 @@ def model_groups(model: nn.Module) -> dict[str, tuple[str, ...]]:
     """The model's parameter groups (``parameter_groups()`` if it has one, else one group per top module)."""
     groups = getattr(model, "parameter_groups", None)
     if groups is not None:
-        return groups()  # type: ignore[no-any-return]
+        return groups()
     found: dict[str, list[str]] = {}
     for key in model.state_dict():
         found.setdefault(key.split(".")[0], []).append(key)
@@ -51,7 +51,9 @@ def nbytes(arrays: Mapping[str, Mapping[str, np.ndarray]]) -> int:
     return int(sum(a.nbytes for group in arrays.values() for a in group.values()))
 
 
-def flatten(arrays: Mapping[str, Mapping[str, np.ndarray]], groups: Sequence[str] | None = None) -> np.ndarray:
+def flatten(
+    arrays: Mapping[str, Mapping[str, np.ndarray]], groups: Sequence[str] | None = None
+) -> np.ndarray:
     """One float vector of the given groups (e.g. an update vector for gradient diversity)."""
     names = list(arrays) if groups is None else list(groups)
     parts = [np.asarray(a, dtype=np.float64).ravel() for g in names for a in arrays[g].values()]

@@ -32,7 +32,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         cfg = cfg.model_copy(update={"run": cfg.run.model_copy(update=updates)})
     if cfg.run.engine != "inprocess":
         raise FedmmError(
-            f"engine {cfg.run.engine!r} is not available in this release; use engine = \"inprocess\""
+            f'engine {cfg.run.engine!r} is not available in this release; use engine = "inprocess"'
         )
     run_dir, history = run_config(
         cfg, Path(args.run_dir) if args.run_dir else None, resume=args.resume, progress=not args.quiet
@@ -50,11 +50,14 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     from fedmm.core.runner import read_run
 
     runs: dict[str, list[dict[str, Any]]] = {}
-    header = f"{'run':40s} {'rounds':>6s} {'final acc':>9s} {'best acc':>9s} {'MiB up':>9s} {'MiB down':>9s} {'GFLOPs':>9s}"
+    header = (
+        f"{'run':40s} {'rounds':>6s} {'final acc':>9s} {'best acc':>9s} "
+        f"{'MiB up':>9s} {'MiB down':>9s} {'GFLOPs':>9s}"
+    )
     print(header)
     print("-" * len(header))
     for path in args.runs:
-        rows, summary = read_run(path)
+        rows, _summary = read_run(path)
         name = Path(path).name
         runs[name] = rows
         accs = [r["accuracy"] for r in rows if r.get("accuracy") is not None]
@@ -150,14 +153,18 @@ def make_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = make_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s"
+    )
     try:
         return int(args.func(args))
     except FedmmError as exc:
         print(f"fedmm: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("fedmm: interrupted (a run can continue with --resume from its last checkpoint)", file=sys.stderr)
+        print(
+            "fedmm: interrupted (a run can continue with --resume from its last checkpoint)", file=sys.stderr
+        )
         return 130
 
 

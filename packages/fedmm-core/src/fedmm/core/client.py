@@ -29,7 +29,9 @@ KEEP_PREFIX = "kept/"
 
 def derive_seed(*parts: int) -> int:
     """A 63-bit seed that depends only on ``parts`` (e.g. run seed, round, client id)."""
-    return int(np.random.SeedSequence([int(p) & 0xFFFFFFFF for p in parts]).generate_state(2, np.uint64)[0] >> 1)
+    return int(
+        np.random.SeedSequence([int(p) & 0xFFFFFFFF for p in parts]).generate_state(2, np.uint64)[0] >> 1
+    )
 
 
 class StepMeter:
@@ -86,7 +88,11 @@ def client_round(
     """Run one client's round on ``model`` (a working instance whose weights are overwritten)."""
     start = time.perf_counter()
     meter = meter if meter is not None else StepMeter()
-    torch.manual_seed(seed)  # dropout and any other global-RNG use inside the model
+    # Dropout and any other global-RNG use inside the model. The CPU generator is seeded directly:
+    # torch.manual_seed also queues a CUDA seeding (costly stack capture) on CUDA builds.
+    torch.random.default_generator.manual_seed(seed)
+    if torch.cuda.is_initialized():
+        torch.cuda.manual_seed_all(seed)
     gen = torch.Generator().manual_seed(seed)
     groups = model_groups(model)
     names = list(groups)
@@ -138,11 +144,15 @@ def client_round(
                 measured = meter.cache.get(sig)
                 if measured is None:
                     with measure_step() as m:
-                        loss = _train_step(model, batch, active, labelled, n_lab, loss_hooks, cctx, weights, optimizer)
+                        loss = _train_step(
+                            model, batch, active, labelled, n_lab, loss_hooks, cctx, weights, optimizer
+                        )
                     measured = (int(m.flops), int(m.peak_bytes))
                     meter.cache[sig] = measured
                 else:
-                    loss = _train_step(model, batch, active, labelled, n_lab, loss_hooks, cctx, weights, optimizer)
+                    loss = _train_step(
+                        model, batch, active, labelled, n_lab, loss_hooks, cctx, weights, optimizer
+                    )
                 if loss is not None:
                     losses.append(loss)
                 cost.flops += measured[0]
@@ -200,7 +210,7 @@ def _train_step(
     if loss is None:
         return None
     optimizer.zero_grad(set_to_none=True)
-    loss.backward()  # type: ignore[no-untyped-call]
+    loss.backward()
     optimizer.step()
     return float(loss.detach())
 

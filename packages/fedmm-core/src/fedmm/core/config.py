@@ -40,7 +40,9 @@ class RunSection(_Section):
     engine: Literal["inprocess", "flower"] = "inprocess"
     eval_every: int = Field(1, ge=0, description="evaluate on the test set every N rounds (0 = never)")
     output_dir: str = Field("runs", description="run folders are created under this directory")
-    checkpoint_every: int = Field(0, ge=0, description="write a checkpoint every N rounds (0 = only at the end)")
+    checkpoint_every: int = Field(
+        0, ge=0, description="write a checkpoint every N rounds (0 = only at the end)"
+    )
     threads: int | None = Field(None, ge=1, description="torch intra-op threads (default: torch's choice)")
 
 
@@ -55,7 +57,9 @@ class DataSection(_Section):
     label_noise_rate: float = Field(0.0, ge=0, le=1)
     validation_fraction: float = Field(0.0, ge=0, lt=1, description="training pool share held by the server")
     min_samples: int = Field(1, ge=0)
-    modalities: list[str] | None = Field(None, description="use only these modalities (e.g. a unimodal baseline)")
+    modalities: list[str] | None = Field(
+        None, description="use only these modalities (e.g. a unimodal baseline)"
+    )
     options: dict[str, Any] = Field(default_factory=dict, description="the dataset loader's own options")
 
 
@@ -63,7 +67,9 @@ class ModelSection(_Section):
     fusion: Literal["concat", "attention"] = "concat"
     embed_dim: int = Field(64, ge=1)
     hidden: int = Field(64, ge=1)
-    encoders: dict[str, Literal["auto", "mlp", "cnn", "conv1d", "lstm", "transformer"]] = Field(default_factory=dict)
+    encoders: dict[str, Literal["auto", "mlp", "cnn", "conv1d", "lstm", "transformer"]] = Field(
+        default_factory=dict
+    )
     encoder_options: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
 

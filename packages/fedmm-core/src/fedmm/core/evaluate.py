@@ -1,4 +1,4 @@
-"""Evaluation of a (global) model on a held-out sample set: accuracy, loss, macro-F1, per-modality accuracy."""
+"""Evaluation of a (global) model on held-out samples: accuracy, loss, macro-F1, per-modality accuracy."""
 
 from __future__ import annotations
 

@@ -175,8 +175,14 @@ class Federation:
         metrics.update({f"ledger/{k}": v for k, v in totals.items()})
         metrics["train_seconds"] = time.perf_counter() - t0
         if self.eval_every and (round_ % self.eval_every == 0):
-            metrics.update(evaluate(self.model_with(self.global_arrays), self.data.test, self.data.num_classes,
-                                    batch_size=self.eval_batch_size))
+            metrics.update(
+                evaluate(
+                    self.model_with(self.global_arrays),
+                    self.data.test,
+                    self.data.num_classes,
+                    batch_size=self.eval_batch_size,
+                )
+            )
         self.strategy.after_round(ctx, metrics)
         return metrics
 
@@ -213,8 +219,10 @@ class Federation:
                 if "accuracy" in metrics:
                     bar.set_postfix(acc=f"{metrics['accuracy']:.3f}")
                 bar.update(1)
-                if checkpoint_dir is not None and checkpoint_every and (
-                    self.round % checkpoint_every == 0 or self.round == rounds
+                if (
+                    checkpoint_dir is not None
+                    and checkpoint_every
+                    and (self.round % checkpoint_every == 0 or self.round == rounds)
                 ):
                     self.save_checkpoint(checkpoint_dir)
         finally:
@@ -250,7 +258,8 @@ class Federation:
         if state.get("num_clients") != self.data.num_clients or state.get("seed") != self.seed:
             raise CheckpointError(
                 f"{path}: checkpoint is of a run with seed={state.get('seed')} and "
-                f"{state.get('num_clients')} clients, this run has seed={self.seed} and {self.data.num_clients}"
+                f"{state.get('num_clients')} clients, "
+                f"this run has seed={self.seed} and {self.data.num_clients}"
             )
         if set(arrays) != set(self.global_arrays):
             raise CheckpointError(f"{path}: checkpoint groups {sorted(arrays)} differ from the model's")

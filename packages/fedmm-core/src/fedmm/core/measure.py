@@ -47,6 +47,7 @@ equality of a measured and an unmeasured step is tested.
 
 from __future__ import annotations
 
+import functools
 import os
 import resource
 import sys
@@ -139,9 +140,10 @@ class _StorageTracker(TorchDispatchMode):
         if t.layout != torch.strided or t.device.type == "meta":
             return None
         try:
-            return t.untyped_storage()
+            storage = t.untyped_storage()
         except (RuntimeError, NotImplementedError, TypeError):  # wrapper subclasses without storage
             return None
+        return None if storage.device.type == "meta" else storage  # fake tensors hold no memory
 
     def _register(self, t: torch.Tensor, as_output: bool) -> None:
         storage = self._storage_of(t)
@@ -156,7 +158,7 @@ class _StorageTracker(TorchDispatchMode):
                 entry.nbytes = nbytes
             return
         device = str(storage.device)
-        ref = weakref.ref(storage, lambda r, k=key: self._on_free(k, r))
+        ref: weakref.ref[Any] = weakref.ref(storage, functools.partial(self._on_free, key))
         preexisting = not as_output
         self._entries[key] = _Entry(ref, nbytes, device, preexisting)
         self._add_live(device, nbytes)

@@ -153,13 +153,15 @@ class RoundContext:
     history: list[dict[str, Any]] = field(default_factory=list)
     # Reports of the latest round each client took part in, for clients that reported anything.
     reports: dict[int, dict[str, Any]] = field(default_factory=dict)
-    model_factory: Any = None  # callable(arrays) -> nn.Module with those weights loaded, for server evaluation
+    model_factory: Any = (
+        None  # callable(arrays) -> nn.Module with those weights loaded, for server evaluation
+    )
 
     def global_model(self) -> nn.Module:
         """A model holding the current global weights (for server-side evaluation)."""
         if self.model_factory is None:
             raise RuntimeError("this engine gives techniques no server-side model")
-        return self.model_factory(self.global_arrays)  # type: ignore[no-any-return]
+        return self.model_factory(self.global_arrays)
 
 
 def _overrides(obj: object, name: str) -> bool:
@@ -194,13 +196,17 @@ class Technique:
     def prepare(self, cctx: ClientContext, data: ClientData) -> ClientData:
         return data
 
-    def loss_terms(self, cctx: ClientContext, batch: Batch, outputs: ModelOutput) -> Mapping[str, torch.Tensor]:
+    def loss_terms(
+        self, cctx: ClientContext, batch: Batch, outputs: ModelOutput
+    ) -> Mapping[str, torch.Tensor]:
         return {}
 
     def report(self, cctx: ClientContext, model: nn.Module, data: ClientData) -> Mapping[str, Any]:
         return {}
 
-    def upload(self, cctx: ClientContext, report: Mapping[str, Any], groups: tuple[str, ...]) -> tuple[str, ...]:
+    def upload(
+        self, cctx: ClientContext, report: Mapping[str, Any], groups: tuple[str, ...]
+    ) -> tuple[str, ...]:
         return groups
 
     # -- checkpointing -----------------------------------------------------------------------
@@ -244,7 +250,9 @@ class Strategy:
             if not isinstance(t, Technique):
                 raise ConfigError(f"{t!r} is not a fedmm Technique")
         for step in OWNABLE_STEPS:
-            owners = [t for t in self.techniques if step in t.owns or (step == "aggregate" and _overrides(t, step))]
+            owners = [
+                t for t in self.techniques if step in t.owns or (step == "aggregate" and _overrides(t, step))
+            ]
             if len(owners) > 1:
                 names = " and ".join(type(t).__name__ for t in owners)
                 raise ConfigError(f"{names} both own the '{step}' step; a strategy can have only one")
@@ -272,7 +280,7 @@ class Strategy:
         if self.clients_per_round is not None:
             return min(self.clients_per_round, num_clients)
         if self.fraction is not None:
-            return max(1, int(round(self.fraction * num_clients)))
+            return max(1, round(self.fraction * num_clients))
         return num_clients
 
     # -- server steps ------------------------------------------------------------------------

@@ -139,8 +139,15 @@ def run_config(
     cfg_path = run_dir / "config.json"
     if resume and cfg_path.exists():
         saved = json.loads(cfg_path.read_text())
-        if saved != cfg.model_dump(mode="json"):
-            raise ConfigError(f"--resume: the config differs from the one {run_dir} was started with")
+        now = cfg.model_dump(mode="json")
+        # Only the number of rounds may change: a resumed run may be extended.
+        saved["run"].pop("rounds", None)
+        now["run"].pop("rounds", None)
+        if saved != now:
+            raise ConfigError(
+                f"--resume: the config differs from the one {run_dir} was started with "
+                "(only [run].rounds may change); start a new run folder instead"
+            )
     cfg_path.write_text(json.dumps(cfg.model_dump(mode="json"), indent=2))
     data = build_dataset(cfg)
     fed = build_federation(cfg, data)

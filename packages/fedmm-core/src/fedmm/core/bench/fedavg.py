@@ -96,7 +96,7 @@ def run_hapt(quick: bool = False, progress: bool = False) -> dict[str, Any]:
         "benchmark": "fedavg-hapt",
         "quick": quick,
         "rounds": rounds,
-        "clients": int(len(set(central.train_groups.tolist()))) if central.train_groups is not None else None,
+        "clients": len(set(central.train_groups.tolist())) if central.train_groups is not None else None,
         "accuracy_multimodal": multi["accuracy"],
         "f1_multimodal": multi["f1_macro"],
         "accuracy_acc_only": acc["accuracy"],

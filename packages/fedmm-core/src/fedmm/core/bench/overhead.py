@@ -25,7 +25,13 @@ from fedmm.core.protocol import FedAvg
 
 
 def _raw_loop(
-    model: MultimodalModel, data: FederatedDataset, schedule: list[list[int]], seed: int, epochs: int, bs: int, lr: float
+    model: MultimodalModel,
+    data: FederatedDataset,
+    schedule: list[list[int]],
+    seed: int,
+    epochs: int,
+    bs: int,
+    lr: float,
 ) -> dict[str, np.ndarray]:
     """Plain PyTorch FedAvg over the given per-round client lists."""
     names = data.modality_names
@@ -38,7 +44,7 @@ def _raw_loop(
         for cid in clients:
             model.load_state_dict(global_state)
             s = derive_seed(seed, round_, cid, CLIENT_SALT)
-            torch.manual_seed(s)
+            torch.random.default_generator.manual_seed(s)
             gen = torch.Generator().manual_seed(s)
             opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
             idx_all = torch.from_numpy(data.partition.of(cid))
@@ -50,13 +56,13 @@ def _raw_loop(
                     batch = Batch({m: feats[m][idx] for m in names}, present[idx], labels[idx], names)
                     loss = F.cross_entropy(model(batch).logits, batch.labels)
                     opt.zero_grad(set_to_none=True)
-                    loss.backward()  # type: ignore[no-untyped-call]
+                    loss.backward()
                     opt.step()
             new_states.append({k: v.detach().clone() for k, v in model.state_dict().items()})
             weights.append(float(idx_all.shape[0]))
         total = sum(weights)
         global_state = {
-            k: sum((w / total) * st[k].double() for st, w in zip(new_states, weights, strict=True)).float()  # type: ignore[union-attr]
+            k: sum((w / total) * st[k].double() for st, w in zip(new_states, weights, strict=True)).float()
             for k in global_state
         }
     return {k: v.numpy() for k, v in global_state.items()}

@@ -57,7 +57,18 @@ from fedmm.core.data.types import CentralDataset, ModalitySpec, SampleSet
 from fedmm.core.errors import DataError, DataFileError, MissingDependencyError
 
 NAME = "av-digits"
-DIGIT_WORDS: tuple[str, ...] = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
+DIGIT_WORDS: tuple[str, ...] = (
+    "zero",
+    "one",
+    "two",
+    "three",
+    "four",
+    "five",
+    "six",
+    "seven",
+    "eight",
+    "nine",
+)
 
 # espeak-ng voices (language + voice variant): different accents and male/female variants give
 # speaker variability; all of them ship with the Debian/Homebrew espeak-ng packages.
@@ -131,7 +142,9 @@ def _trim(x: np.ndarray, rel: float = 0.02) -> np.ndarray:
     return x[loud[0] : loud[-1] + 1]
 
 
-def _synthesise_one(exe: str, word: str, voice: str, speed: int, pitch: int, sr: int, tmp: Path) -> np.ndarray:
+def _synthesise_one(
+    exe: str, word: str, voice: str, speed: int, pitch: int, sr: int, tmp: Path
+) -> np.ndarray:
     out = tmp / f"{word}-{voice.replace('+', '_')}-{speed}-{pitch}.wav"
     cmd = [exe, "-w", str(out), "-v", voice, "-s", str(speed), "-p", str(pitch), word]
     proc = subprocess.run(cmd, capture_output=True, check=False)
@@ -163,7 +176,10 @@ def synthesise(params: SpeechParams, progress: bool = True, workers: int = 4) ->
         for s in params.speeds
         for p in params.pitches
     ]
-    with tempfile.TemporaryDirectory(prefix="fedmm-av-digits-") as tmpdir, ThreadPoolExecutor(workers) as pool:
+    with (
+        tempfile.TemporaryDirectory(prefix="fedmm-av-digits-") as tmpdir,
+        ThreadPoolExecutor(workers) as pool,
+    ):
         tmp = Path(tmpdir)
         # espeak is a separate process, so threads give real parallelism here.
         futures = [
@@ -207,9 +223,13 @@ def _load_speech(path: Path, params: SpeechParams) -> Speech:
             meta = json.loads(str(z["params"]))
             if meta != {"format": 1, **json.loads(json.dumps(asdict(params)))}:
                 raise DataFileError(path, "cache was built with other parameters; rebuild it")
-            return Speech(*(np.asarray(z[k]) for k in ("waves", "lengths", "digits", "voice", "speed", "pitch")))
+            return Speech(
+                *(np.asarray(z[k]) for k in ("waves", "lengths", "digits", "voice", "speed", "pitch"))
+            )
     except (OSError, KeyError, ValueError) as exc:
-        raise DataFileError(path, f"unreadable av-digits cache ({exc}); delete it or pass rebuild=True") from exc
+        raise DataFileError(
+            path, f"unreadable av-digits cache ({exc}); delete it or pass rebuild=True"
+        ) from exc
 
 
 def load_speech(
@@ -279,8 +299,12 @@ def _degrade_images(images: np.ndarray, rng: np.random.Generator, noise: float, 
         n, side = images.shape[0], images.shape[-1]
         r0 = rng.integers(0, side - occlusion + 1, n)
         c0 = rng.integers(0, side - occlusion + 1, n)
-        rows = (np.arange(side)[None, :] >= r0[:, None]) & (np.arange(side)[None, :] < r0[:, None] + occlusion)
-        cols = (np.arange(side)[None, :] >= c0[:, None]) & (np.arange(side)[None, :] < c0[:, None] + occlusion)
+        rows = (np.arange(side)[None, :] >= r0[:, None]) & (
+            np.arange(side)[None, :] < r0[:, None] + occlusion
+        )
+        cols = (np.arange(side)[None, :] >= c0[:, None]) & (
+            np.arange(side)[None, :] < c0[:, None] + occlusion
+        )
         x[:, 0][rows[:, :, None] & cols[:, None, :]] = 0.0
     return np.clip(x, 0.0, 1.0)
 
@@ -417,7 +441,11 @@ def _measure(seed: int = 0) -> dict[str, float]:
 
     ds = load_central(seed, progress=False)
     out: dict[str, float] = {}
-    for name, mods in (("image only", ["image"]), ("audio only", ["audio"]), ("image+audio", ["image", "audio"])):
+    for name, mods in (
+        ("image only", ["image"]),
+        ("audio only", ["audio"]),
+        ("image+audio", ["image", "audio"]),
+    ):
         xtr = np.concatenate([ds.train.features[m].reshape(len(ds.train), -1) for m in mods], axis=1)
         xte = np.concatenate([ds.test.features[m].reshape(len(ds.test), -1) for m in mods], axis=1)
         scaler = StandardScaler().fit(xtr)

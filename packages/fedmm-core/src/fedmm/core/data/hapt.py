@@ -131,7 +131,9 @@ def convert(src: Path, progress: bool = True) -> dict[str, np.ndarray]:
     """
     data = safe_load_path(src)
     if not isinstance(data, dict):
-        raise DataFileError(src, f"expected a dict subject -> list of DataFrames, found {type(data).__name__}")
+        raise DataFileError(
+            src, f"expected a dict subject -> list of DataFrames, found {type(data).__name__}"
+        )
     signals: list[np.ndarray] = []
     labels: list[np.ndarray] = []
     subject: list[int] = []
@@ -212,7 +214,9 @@ def windows(
     offsets = raw["offsets"]
     for r in range(offsets.shape[0] - 1):
         sig = raw["signals"][offsets[r] : offsets[r + 1]]
-        starts, lab = window_starts(raw["labels"][offsets[r] : offsets[r + 1]].astype(np.int64), window, stride)
+        starts, lab = window_starts(
+            raw["labels"][offsets[r] : offsets[r + 1]].astype(np.int64), window, stride
+        )
         if starts.size:
             parts.append(sig[starts[:, None] + np.arange(window)[None, :]])
             classes.append(lab - 1)
@@ -246,7 +250,9 @@ def load_central(
         std = x[~test].std(axis=(0, 1), keepdims=True) + 1e-6
         x = (x - mean) / std
     modalities = (
-        ModalitySpec("acc", (window, 3), "sequence", "smartphone accelerometer x/y/z (g, incl. gravity), 50 Hz"),
+        ModalitySpec(
+            "acc", (window, 3), "sequence", "smartphone accelerometer x/y/z (g, incl. gravity), 50 Hz"
+        ),
         ModalitySpec("gyro", (window, 3), "sequence", "smartphone gyroscope x/y/z (rad/s), 50 Hz"),
     )
 

@@ -80,7 +80,7 @@ def modality_availability(
     mask = np.ones((num_clients, num_modalities), dtype=bool)
     if num_modalities < 2 or unimodal_fraction == 0:
         return mask
-    chosen = rng.permutation(num_clients)[: int(round(unimodal_fraction * num_clients))]
+    chosen = rng.permutation(num_clients)[: round(unimodal_fraction * num_clients)]
     keep = rng.integers(0, num_modalities, size=chosen.shape[0])
     mask[chosen] = False
     mask[chosen, keep] = True
@@ -132,5 +132,6 @@ def _check_clients(num_clients: int, num_samples: int) -> None:
         raise ConfigError(f"clients must be >= 1 (got {num_clients})")
     if num_clients > num_samples:
         raise ConfigError(
-            f"cannot split {num_samples} samples over {num_clients} clients; use at most {num_samples} clients"
+            f"cannot split {num_samples} samples over {num_clients} clients; "
+            f"use at most {num_samples} clients"
         )

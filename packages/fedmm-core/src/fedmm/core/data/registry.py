@@ -70,13 +70,15 @@ def available() -> dict[str, DatasetInfo]:
     """Every dataset name that ``load`` accepts: built-ins plus entry points."""
     found = dict(BUILTIN)
     for ep in entry_points(group="fedmm.datasets"):
-        found.setdefault(ep.name, DatasetInfo(ep.name, ep.value, f"registered by {ep.dist.name if ep.dist else '?'}"))
+        found.setdefault(
+            ep.name, DatasetInfo(ep.name, ep.value, f"registered by {ep.dist.name if ep.dist else '?'}")
+        )
     return found
 
 
 def _resolve(target: str) -> Callable[..., Any]:
     module, _, attr = target.partition(":")
-    return getattr(importlib.import_module(module), attr)  # type: ignore[no-any-return]
+    return getattr(importlib.import_module(module), attr)
 
 
 def load_central(name: str, **options: Any) -> CentralDataset:
@@ -88,7 +90,7 @@ def load_central(name: str, **options: Any) -> CentralDataset:
     if info.needs_path and "path" not in options:
         raise ConfigError(f"dataset {name!r} reads a local folder: pass path='...' (it is never downloaded)")
     try:
-        return _resolve(info.loader)(**options)  # type: ignore[no-any-return]
+        return _resolve(info.loader)(**options)
     except TypeError as exc:
         raise ConfigError(f"dataset {name!r}: bad options {sorted(options)}: {exc}") from exc
 
@@ -116,13 +118,22 @@ def restrict_modalities(central: CentralDataset, names: list[str] | tuple[str, .
     def cut(ss: SampleSet) -> tuple[SampleSet, np.ndarray]:
         present = ss.present[:, cols]
         keep = np.flatnonzero(present.any(axis=1))
-        return SampleSet(specs, {n: ss.features[n][keep] for n in names}, ss.labels[keep], present[keep]), keep
+        return SampleSet(
+            specs, {n: ss.features[n][keep] for n in names}, ss.labels[keep], present[keep]
+        ), keep
 
     train, keep = cut(central.train)
     test, _ = cut(central.test)
     groups = central.train_groups[keep] if central.train_groups is not None else None
     return CentralDataset(
-        central.name, specs, central.num_classes, train, test, central.class_names, groups, dict(central.metadata)
+        central.name,
+        specs,
+        central.num_classes,
+        train,
+        test,
+        central.class_names,
+        groups,
+        dict(central.metadata),
     )
 
 
@@ -152,7 +163,7 @@ def federate(
     if validation_fraction:
         P._check_rate("validation_fraction", validation_fraction)
         held = np.zeros(len(train), dtype=bool)
-        held[rng.permutation(len(train))[: int(round(validation_fraction * len(train)))]] = True
+        held[rng.permutation(len(train))[: round(validation_fraction * len(train))]] = True
         validation = train.take(np.flatnonzero(held))
         keep = np.flatnonzero(~held)
         train = train.take(keep)
@@ -161,7 +172,9 @@ def federate(
     metadata: dict[str, Any] = dict(central.metadata)
     if partition == "natural":
         if groups is None:
-            raise ConfigError(f"dataset {central.name!r} has no natural groups; use partition='iid' or 'dirichlet'")
+            raise ConfigError(
+                f"dataset {central.name!r} has no natural groups; use partition='iid' or 'dirichlet'"
+            )
         part, ids = P.natural(groups)
         if clients is not None and clients != part.num_clients:
             raise ConfigError(
@@ -189,7 +202,9 @@ def federate(
         train = train.with_columns(labels=labels, present=present)
     client_modalities = None
     if unimodal_fraction:
-        client_modalities = P.modality_availability(part.num_clients, len(central.modalities), unimodal_fraction, rng)
+        client_modalities = P.modality_availability(
+            part.num_clients, len(central.modalities), unimodal_fraction, rng
+        )
     metadata.update(
         partition=partition,
         alpha=alpha if partition == "dirichlet" else None,
@@ -250,4 +265,14 @@ def load(
     )
 
 
-__all__ = ["BUILTIN", "DatasetInfo", "Partition", "available", "build", "federate", "load", "load_central", "restrict_modalities"]
+__all__ = [
+    "BUILTIN",
+    "DatasetInfo",
+    "Partition",
+    "available",
+    "build",
+    "federate",
+    "load",
+    "load_central",
+    "restrict_modalities",
+]

@@ -6,7 +6,8 @@ pandas 0.2x). Current pandas cannot read them, and ``pickle.load`` on a file is 
 execution. :class:`RestrictedUnpickler` is a security boundary: its ``find_class`` resolves only
 
 * what numpy array reconstruction needs: ``numpy.core.multiarray._reconstruct`` (also spelled
-  ``numpy._core.multiarray``), ``numpy.ndarray`` and ``numpy.dtype``;
+  ``numpy._core.multiarray``), ``numpy.core.numeric._frombuffer`` (protocol 5), ``numpy.ndarray``
+  and ``numpy.dtype``;
 * the plain builtins ``slice`` and ``object`` (``object`` only as the base of ``_reconstructor``);
 * ``copyreg._reconstructor`` and ``_codecs.encode``, each replaced by a checked function that can
   only create a recording stub or latin-1 bytes;
@@ -25,6 +26,7 @@ from __future__ import annotations
 import _codecs
 import gzip
 import pickle
+import zlib
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import IO, Any
@@ -109,11 +111,22 @@ def _numpy_reconstruct() -> Callable[..., Any]:
     return _reconstruct  # type: ignore[no-any-return]
 
 
+def _numpy_frombuffer() -> Callable[..., Any]:
+    try:
+        from numpy._core.numeric import _frombuffer  # numpy >= 2
+    except ImportError:  # pragma: no cover - numpy 1.x
+        from numpy.core.numeric import _frombuffer  # type: ignore[no-redef]
+    return _frombuffer  # type: ignore[no-any-return]
+
+
 def _allowed() -> dict[tuple[str, str], Any]:
     reconstruct = _numpy_reconstruct()
+    frombuffer = _numpy_frombuffer()  # protocol-5 pickles of contiguous arrays use it
     table: dict[tuple[str, str], Any] = {
         ("numpy.core.multiarray", "_reconstruct"): reconstruct,
         ("numpy._core.multiarray", "_reconstruct"): reconstruct,
+        ("numpy.core.numeric", "_frombuffer"): frombuffer,
+        ("numpy._core.numeric", "_frombuffer"): frombuffer,
         ("numpy", "ndarray"): np.ndarray,
         ("numpy", "dtype"): np.dtype,
         ("_codecs", "encode"): _latin1_encode,
@@ -164,7 +177,15 @@ def safe_load(file: IO[bytes], path: object = "<pickle>") -> Any:
         return RestrictedUnpickler(file, path).load()
     except DataFileError:
         raise
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError) as exc:
+    except (
+        pickle.UnpicklingError,
+        EOFError,
+        ValueError,
+        TypeError,
+        AttributeError,
+        IndexError,
+        KeyError,
+    ) as exc:
         raise DataFileError(path, f"malformed pickle: {exc}") from exc
 
 
@@ -174,7 +195,7 @@ def safe_load_path(path: Path) -> Any:
         opener = gzip.open if path.suffix == ".gz" else open
         with opener(path, "rb") as fh:
             return safe_load(fh, path)  # type: ignore[arg-type]
-    except (OSError, gzip.BadGzipFile) as exc:
+    except (OSError, zlib.error) as exc:  # includes gzip.BadGzipFile
         raise DataFileError(path, f"cannot read pickle: {exc}") from exc
 
 

@@ -101,9 +101,7 @@ class SampleSet:
 
     @property
     def nbytes(self) -> int:
-        return int(
-            sum(a.nbytes for a in self.features.values()) + self.present.nbytes + self.labels.nbytes
-        )
+        return int(sum(a.nbytes for a in self.features.values()) + self.present.nbytes + self.labels.nbytes)
 
     def torch_views(self) -> dict[str, torch.Tensor]:
         """Torch tensors sharing memory with the numpy columns (made once)."""
@@ -236,8 +234,10 @@ class ClientData:
     def modalities(self) -> tuple[str, ...]:
         """Modalities this client holds (for at least one sample)."""
         names = self.samples.modality_names
-        present = self.present().any(axis=0) if self.num_samples else np.zeros(len(names), bool)
-        return tuple(n for n, p in zip(names, present, strict=True) if p)
+        if not self.num_samples:
+            return ()
+        present = np.asarray(self.present().any(axis=0))
+        return tuple(n for i, n in enumerate(names) if bool(present[i]))
 
     def present(self) -> np.ndarray:
         return self.samples.present[self.indices] & self.modality_mask[None, :]

@@ -16,9 +16,9 @@ from fedmm.core.maths.shapley import (
 )
 
 __all__ = [
-    "class_prototypes",
     "cka_aggregation_weights",
     "cka_matrix",
+    "class_prototypes",
     "linear_cka",
     "merge_prototypes",
     "minmax_normalize",

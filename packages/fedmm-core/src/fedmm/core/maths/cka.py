@@ -16,9 +16,10 @@ representations are to the others': with ``S_ij = CKA(R_i, R_j)`` on a shared pr
 L2-normalises the embedding rows before comparing them (``normalize_rows=True``).
 
 Numerics: inputs are converted to float64, divided by their largest magnitude, centred, and divided
-by their Frobenius norm before the products (CKA is scale invariant, so this changes nothing mathematically but prevents
-overflow/underflow). The products are formed in feature space (``d × d``) or in sample space
-(``n × n`` Gram matrices, ``‖YᵀX‖_F² = ⟨XXᵀ, YYᵀ⟩_F``), whichever is cheaper.
+by their Frobenius norm before the products (CKA is scale invariant, so this changes nothing
+mathematically but prevents overflow/underflow). The products are formed in feature space
+(``d × d``) or in sample space (``n × n`` Gram matrices, ``‖YᵀX‖_F² = ⟨XXᵀ, YYᵀ⟩_F``), whichever
+is cheaper.
 """
 
 from __future__ import annotations
@@ -47,12 +48,12 @@ def _prepare(x: ArrayLike, name: str, normalize_rows: bool) -> np.ndarray:
         raise DataError(f"{name} has shape {a.shape}; CKA needs at least 2 examples and 1 feature")
     if not np.all(np.isfinite(a)):
         raise DataError(f"{name} contains NaN or Inf values")
-    if normalize_rows:
-        norms = np.linalg.norm(a, axis=1, keepdims=True)
-        np.divide(a, norms, out=a, where=norms > 0)  # zero rows stay zero
     peak = np.max(np.abs(a))
     if peak > 0:
         a /= peak  # keeps the sums below finite even for huge or tiny magnitudes
+    if normalize_rows:
+        norms = np.linalg.norm(a, axis=1, keepdims=True)
+        np.divide(a, norms, out=a, where=norms > 0)  # zero rows stay zero
     a -= a.mean(axis=0, keepdims=True)
     fro = np.linalg.norm(a)
     if fro > 0:

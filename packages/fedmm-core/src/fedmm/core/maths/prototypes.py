@@ -55,12 +55,16 @@ def _to_numpy(x: ArrayLike | Sequence[float], name: str) -> np.ndarray:
 def _as_matrix(x: ArrayLike, name: str) -> np.ndarray:
     a = _to_numpy(x, name)
     if a.ndim != 2:
-        raise DataError(f"{name} must be a 2-D array (rows = samples or classes, columns = features); got shape {a.shape}")
+        raise DataError(
+            f"{name} must be a 2-D array (rows = samples or classes, columns = features); got shape {a.shape}"
+        )
     if not (np.issubdtype(a.dtype, np.floating) or np.issubdtype(a.dtype, np.integer)):
         raise DataError(f"{name} must hold real numbers, got dtype {a.dtype}")
     a = a.astype(np.float64, copy=False)
     if not np.all(np.isfinite(a)):
-        raise DataError(f"{name} contains NaN or Inf values; fix the encoder output before computing prototypes")
+        raise DataError(
+            f"{name} contains NaN or Inf values; fix the encoder output before computing prototypes"
+        )
     return a
 
 
@@ -70,9 +74,11 @@ def _as_labels(labels: ArrayLike, n: int, num_classes: int | None, name: str = "
         raise DataError(f"{name} must be a 1-D array of class indices, got shape {a.shape}")
     if a.shape[0] != n:
         raise DataError(f"{name} has {a.shape[0]} entries but there are {n} embeddings; they must match")
-    if a.size and not np.issubdtype(a.dtype, np.integer):
-        if not np.issubdtype(a.dtype, np.floating) or not np.all(np.equal(np.mod(a, 1), 0)):
-            raise DataError(f"{name} must be integer class indices (or -1 for unlabelled), got dtype {a.dtype}")
+    integral = np.issubdtype(a.dtype, np.integer) or (
+        np.issubdtype(a.dtype, np.floating) and bool(np.all(np.equal(np.mod(a, 1), 0)))
+    )
+    if a.size and not integral:
+        raise DataError(f"{name} must be integer class indices (or -1 for unlabelled), got dtype {a.dtype}")
     a = a.astype(np.int64)
     if a.size:
         bad = (a < UNLABELLED) | ((a >= num_classes) if num_classes is not None else False)
@@ -149,7 +155,9 @@ def merge_prototypes(
     if len(protos) == 0:
         raise DataError("merge_prototypes needs at least one client's prototypes, got none")
     if len(protos) != len(counts):
-        raise DataError(f"got {len(protos)} prototype arrays but {len(counts)} count arrays; pass one of each per client")
+        raise DataError(
+            f"got {len(protos)} prototype arrays but {len(counts)} count arrays; pass one of each per client"
+        )
     mats = [_as_matrix(p, f"protos[{k}]") for k, p in enumerate(protos)]
     shape = mats[0].shape
     for k, p in enumerate(mats):

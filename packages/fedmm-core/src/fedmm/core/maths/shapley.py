@@ -38,8 +38,8 @@ import numpy as np
 from fedmm.core.errors import ConfigError, DataError, MissingDependencyError
 
 __all__ = [
-    "EXACT_MAX_PLAYERS",
     "AUTO_EXACT_MAX_PLAYERS",
+    "EXACT_MAX_PLAYERS",
     "ValueFunction",
     "minmax_normalize",
     "normalize_nonnegative",
@@ -118,7 +118,8 @@ def _check_exact_size(m: int, method: str) -> None:
         raise ConfigError(
             f"{method} Shapley values need 2^{m} = {2**m} coalition evaluations for {m} players; the "
             f"limit is {EXACT_MAX_PLAYERS} players. Use Monte-Carlo sampling instead: "
-            "shapley_monte_carlo(value, players, permutations=...) or shapley_values(..., method='monte_carlo')"
+            "shapley_monte_carlo(value, players, permutations=...) or "
+            "shapley_values(..., method='monte_carlo')"
         )
 
 
@@ -306,7 +307,9 @@ def shapley_values(
         return _shapley_shap(value, players)
     if method == "monte_carlo":
         return shapley_monte_carlo(value, players, permutations, rng, antithetic=antithetic)
-    raise ConfigError(f"unknown Shapley method {method!r}; choose one of 'auto', 'exact', 'shap', 'monte_carlo'")
+    raise ConfigError(
+        f"unknown Shapley method {method!r}; choose one of 'auto', 'exact', 'shap', 'monte_carlo'"
+    )
 
 
 def _check_phi(phi: Mapping[str, float]) -> dict[str, float]:
@@ -352,8 +355,9 @@ def normalize_nonnegative(
 def minmax_normalize(phi: Mapping[str, float], eps: float = 1e-10) -> dict[str, float]:
     """Per-client min–max scaling of Shapley values: ``(φ_m − min φ) / (max φ − min φ + ε)``.
 
-    Applied to one client's modality values it maps them to ``[0, 1)`` — the smallest becomes 0, the largest ``(max−min)/(max−min+ε)`` ≈ 1.
-    ``ε`` (default ``1e-10``) avoids a division by zero: when all values are equal they all become 0.
+    Applied to one client's modality values it maps them to ``[0, 1)``: the smallest becomes 0, the
+    largest ``(max−min)/(max−min+ε)`` ≈ 1. ``ε`` (default ``1e-10``) avoids a division by zero:
+    when all values are equal they all become 0.
     Returns ``{}`` for an empty mapping.
     """
     values = _check_phi(phi)

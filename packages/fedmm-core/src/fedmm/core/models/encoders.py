@@ -7,6 +7,7 @@ An encoder whose layers are separate units of training (for layer-wise methods) 
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import torch
@@ -19,17 +20,19 @@ from fedmm.core.errors import ConfigError
 class MLPEncoder(nn.Module):
     """Flatten, then ``layers`` Linear+ReLU blocks."""
 
-    def __init__(self, in_shape: tuple[int, ...], embed_dim: int = 64, hidden: int = 128, layers: int = 2) -> None:
+    def __init__(
+        self, in_shape: tuple[int, ...], embed_dim: int = 64, hidden: int = 128, layers: int = 2
+    ) -> None:
         super().__init__()
         dims = [math.prod(in_shape)] + [hidden] * (layers - 1) + [embed_dim]
         blocks: list[nn.Module] = [nn.Flatten()]
-        for a, b in zip(dims[:-1], dims[1:], strict=True):
+        for a, b in itertools.pairwise(dims):
             blocks += [nn.Linear(a, b), nn.ReLU()]
         self.net = nn.Sequential(*blocks)
         self.out_dim = embed_dim
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)  # type: ignore[no-any-return]
+        return self.net(x)
 
 
 class CNNEncoder(nn.Module):
@@ -53,7 +56,7 @@ class CNNEncoder(nn.Module):
         self.out_dim = embed_dim
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)  # type: ignore[no-any-return]
+        return self.net(x)
 
 
 class Conv1dEncoder(nn.Module):
@@ -77,7 +80,7 @@ class Conv1dEncoder(nn.Module):
         self.out_dim = embed_dim
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x.transpose(1, 2))  # type: ignore[no-any-return]
+        return self.net(x.transpose(1, 2))
 
 
 class LSTMEncoder(nn.Module):
@@ -127,7 +130,9 @@ class TransformerStackEncoder(nn.Module):
         else:
             size = math.prod(spec.shape)
             if size % tokens:
-                raise ConfigError(f"modality {spec.name!r}: {size} features do not split into {tokens} tokens")
+                raise ConfigError(
+                    f"modality {spec.name!r}: {size} features do not split into {tokens} tokens"
+                )
             self.tokens = tokens
             self.embed = nn.Linear(size // tokens, embed_dim)
             seq_len = tokens
@@ -163,13 +168,15 @@ class TransformerStackEncoder(nn.Module):
         h = h + self.position
         for layer in self.layers[: self.depth]:
             h = layer(h)
-        return self.norm(h.mean(dim=1))  # type: ignore[no-any-return]
+        return self.norm(h.mean(dim=1))
 
 
 ENCODERS = ("auto", "mlp", "cnn", "conv1d", "lstm", "transformer")
 
 
-def build_encoder(spec: ModalitySpec, kind: str = "auto", embed_dim: int = 64, **options: object) -> nn.Module:
+def build_encoder(
+    spec: ModalitySpec, kind: str = "auto", embed_dim: int = 64, **options: object
+) -> nn.Module:
     """The encoder ``kind`` for ``spec``; ``auto`` picks by modality kind (image→CNN, sequence→1-D conv)."""
     if kind == "auto":
         kind = {"image": "cnn", "sequence": "conv1d", "tokens": "transformer"}.get(spec.kind, "mlp")

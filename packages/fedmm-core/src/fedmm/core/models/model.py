@@ -22,6 +22,14 @@ from fedmm.core.models.encoders import build_encoder
 FUSIONS = ("concat", "attention")
 
 
+def out_dim(module: nn.Module) -> int:
+    """The embedding width an encoder declares in its ``out_dim`` attribute."""
+    dim = getattr(module, "out_dim", None)
+    if not isinstance(dim, int):
+        raise ConfigError(f"{type(module).__name__} must declare its embedding width as an int `out_dim`")
+    return dim
+
+
 class ConcatFusion(nn.Module):
     """Concatenate the (masked) embeddings and the presence mask, then one Linear+ReLU."""
 
@@ -49,14 +57,16 @@ class AttentionFusion(nn.Module):
         self.out_dim = out_dim
 
     def forward(self, embeddings: Sequence[torch.Tensor], present: torch.Tensor) -> torch.Tensor:
-        tokens = torch.stack([p(e) for p, e in zip(self.proj, embeddings, strict=True)], dim=1) + self.modality
+        tokens = (
+            torch.stack([p(e) for p, e in zip(self.proj, embeddings, strict=True)], dim=1) + self.modality
+        )
         # A row with nothing present would make attention NaN: let it attend to all (its tokens are 0).
         pad = ~present
         pad = pad & ~pad.all(dim=1, keepdim=True)
         attended, _ = self.attn(tokens, tokens, tokens, key_padding_mask=pad, need_weights=False)
         h = self.norm(tokens + attended)
         w = present.to(h.dtype).unsqueeze(-1)
-        return (h * w).sum(dim=1) / w.sum(dim=1).clamp_min(1.0)  # type: ignore[no-any-return]
+        return (h * w).sum(dim=1) / w.sum(dim=1).clamp_min(1.0)
 
 
 @dataclass
@@ -94,7 +104,9 @@ class MultimodalModel(nn.Module):
         self.head = head
         self._groups: dict[str, tuple[str, ...]] | None = None
 
-    def embed(self, batch: Batch, active: Iterable[str] | None = None) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    def embed(
+        self, batch: Batch, active: Iterable[str] | None = None
+    ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         present = batch.present
         if active is not None:
             keep = set(active)
@@ -107,7 +119,7 @@ class MultimodalModel(nn.Module):
                 z = encoder(batch.features[m])
                 embeddings[m] = z * mask.unsqueeze(1).to(z.dtype)
             else:
-                embeddings[m] = torch.zeros(len(batch), encoder.out_dim)
+                embeddings[m] = torch.zeros(len(batch), out_dim(encoder))
         return embeddings, present
 
     def forward(self, batch: Batch, active: Iterable[str] | None = None) -> ModelOutput:
@@ -145,7 +157,11 @@ def expand_groups(patterns: Iterable[str], groups: Iterable[str]) -> tuple[str, 
     groups = list(groups)
     chosen: set[str] = set()
     for pattern in patterns:
-        hit = [g for g in groups if g == pattern or g.startswith(pattern + ".") or fnmatch.fnmatchcase(g, pattern)]
+        hit = [
+            g
+            for g in groups
+            if g == pattern or g.startswith(pattern + ".") or fnmatch.fnmatchcase(g, pattern)
+        ]
         if not hit:
             raise ConfigError(f"parameter group {pattern!r} matches nothing; the model's groups are {groups}")
         chosen.update(hit)
@@ -172,10 +188,12 @@ def late_fusion(
     if unknown:
         raise ConfigError(f"encoders given for unknown modalities {sorted(unknown)}")
     built = {
-        m.name: build_encoder(m, encoders.get(m.name, "auto"), embed_dim, **dict((encoder_options or {}).get(m.name, {})))
+        m.name: build_encoder(
+            m, encoders.get(m.name, "auto"), embed_dim, **dict((encoder_options or {}).get(m.name, {}))
+        )
         for m in modalities
     }
-    dims = [built[m.name].out_dim for m in modalities]
+    dims = [out_dim(built[m.name]) for m in modalities]
     if fusion == "concat":
         fuse: nn.Module = ConcatFusion(dims, hidden)
     elif fusion == "attention":

@@ -1,0 +1,141 @@
+"""Config validation and the ``fedmm`` command line, end to end on small synthetic runs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from fedmm.core.cli import main
+from fedmm.core.config import load_config, parse_config
+from fedmm.core.errors import ConfigError
+
+SMALL = """
+[run]
+name = "tiny"
+seed = 3
+rounds = 3
+output_dir = "{out}"
+checkpoint_every = 1
+
+[data]
+name = "synthetic"
+clients = 6
+partition = "dirichlet"
+alpha = 1.0
+missing_rate = 0.2
+options = {{ num_samples = 600, test_samples = 200 }}
+
+[model]
+encoders = {{ a = "mlp", b = "mlp" }}
+
+[strategy]
+clients_per_round = 3
+lr = 0.05
+momentum = 0.9
+"""
+
+
+def _write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "cfg.toml"
+    path.write_text(text.format(out=tmp_path / "runs"))
+    return path
+
+
+def test_bad_fields_get_one_message_each() -> None:
+    raw = {
+        "data": {"name": "synthetic", "alpha": -1, "partiton": "iid"},
+        "strategy": {"lr": 0, "optimizer": "rmsprop"},
+    }
+    with pytest.raises(ConfigError) as info:
+        parse_config(raw, "cfg.toml")
+    msg = str(info.value)
+    assert "4 problem(s)" in msg
+    assert "[data].alpha: Input should be greater than 0 (got -1)" in msg
+    assert "[data].partiton: unknown field" in msg
+    assert "[strategy].lr" in msg and "[strategy].optimizer" in msg
+
+
+def test_missing_required_and_bad_toml(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"\[data\]: required field is missing"):
+        parse_config({}, "x")
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[run\nrounds = 1")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_config(bad)
+    with pytest.raises(ConfigError, match="no such config file"):
+        load_config(tmp_path / "absent.toml")
+
+
+def test_unknown_technique_names_the_package_to_install(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cfg = _write(tmp_path, SMALL + '\n[[techniques]]\nname = "fedmfs"\ngamma = 1\n')
+    assert main(["run", str(cfg), "-q"]) == 2
+    err = capsys.readouterr().err
+    assert "technique 'fedmfs' is not installed" in err and "pip install fedmm-select" in err
+    assert "Traceback" not in err
+
+
+def test_run_writes_a_complete_run_folder_and_resumes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cfg = _write(tmp_path, SMALL)
+    run_dir = tmp_path / "run1"
+    assert main(["run", str(cfg), "--run-dir", str(run_dir), "-q"]) == 0
+    for name in ("config.json", "metrics.jsonl", "summary.json", "accuracy.png", "bytes_vs_accuracy.png"):
+        assert (run_dir / name).exists(), name
+    assert (run_dir / "checkpoint" / "LATEST").exists()
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["round"] for r in rows] == [1, 2, 3]
+    assert {
+        "accuracy",
+        "loss",
+        "f1_macro",
+        "accuracy/a",
+        "accuracy/b",
+        "ledger/bytes_up",
+        "ledger/flops",
+    } <= set(rows[0])
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["rounds"] == 3 and summary["ledger_totals"]["bytes_up"] > 0
+
+    # Resume to more rounds continues from round 3 and keeps the earlier rows.
+    changed = tmp_path / "changed.toml"
+    changed.write_text(cfg.read_text().replace("lr = 0.05", "lr = 0.01"))
+    assert main(["run", str(changed), "--run-dir", str(run_dir), "--resume", "-q"]) == 2
+    assert "config differs" in capsys.readouterr().err
+    assert main(["run", str(cfg), "--run-dir", str(run_dir), "--resume", "--rounds", "4", "-q"]) == 0
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["round"] for r in rows] == [1, 2, 3, 4]
+
+    # compare: table and overlay plot
+    out = tmp_path / "cmp.png"
+    assert main(["compare", str(run_dir), str(run_dir), "-o", str(out)]) == 0
+    assert out.exists() and "final acc" in capsys.readouterr().out
+
+
+def test_cli_errors_are_one_line_not_tracebacks(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["compare", str(tmp_path)]) == 2
+    assert "not a run folder" in capsys.readouterr().err
+    assert main(["bench", "no-such-bench"]) == 2
+    assert "unknown benchmark" in capsys.readouterr().err
+    assert main(["datasets", "build", "synthetic"]) == 2
+    assert "nothing to build" in capsys.readouterr().err
+
+
+def test_bench_and_datasets_listing(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["bench", "list"]) == 0
+    names = capsys.readouterr().out.split()
+    assert {"core-overhead", "core-scale", "fedavg-av-digits", "fedavg-hapt"} <= set(names)
+    assert main(["datasets", "list"]) == 0
+    out = capsys.readouterr().out
+    assert "av-digits" in out and "hapt" in out and "uci-har" in out
+
+
+def test_scale_bench_runs_and_reports_json() -> None:
+    from fedmm.core.bench.scale import run
+
+    result = run(clients=2_000, rounds=2)
+    assert result["clients"] == 2_000 and result["peak_rss_mib"] > 0 and result["seconds_per_round"] > 0
