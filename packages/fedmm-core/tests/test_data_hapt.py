@@ -45,7 +45,7 @@ def test_window_starts_keep_only_pure_basic_windows() -> None:
 
 def test_windows_never_cross_recordings() -> None:
     # Two recordings of 100 samples each: 200 samples of one label, yet no 128-sample window fits.
-    raw = {
+    raw: dict[str, np.ndarray] = {
         "signals": np.zeros((200, 6), np.float32),
         "labels": np.ones(200, np.int8),
         "offsets": np.array([0, 100, 200]),

@@ -105,7 +105,7 @@ def test_truncated_and_not_gzip(tmp_path: Path) -> None:
         safe_load(io.BytesIO(data[:-5]), path="cut.pkl")
     bogus = tmp_path / "bogus.pkl.gz"
     bogus.write_bytes(b"not gzip at all")
-    with pytest.raises(DataFileError, match="bogus.pkl.gz"):
+    with pytest.raises(DataFileError, match=r"bogus\.pkl\.gz"):
         safe_load_path(bogus)
 
 
@@ -160,7 +160,12 @@ def _frame_pickle(fake: dict[str, Any], floats: np.ndarray, ints: np.ndarray) ->
     columns = _Obj((fake["new"], (fake["index"], {"data": cols, "name": None})))
     rows = _Obj((fake["new"], (fake["range"], {"name": None, "start": 0, "stop": n, "step": 1})))
     blocks = [{"values": floats, "mgr_locs": slice(0, 2, 1)}, {"values": ints, "mgr_locs": slice(2, 4, 1)}]
-    state = ([columns, rows], [floats, ints], [], {"0.14.1": {"axes": [columns, rows], "blocks": blocks}})
+    state: tuple[Any, ...] = (
+        [columns, rows],
+        [floats, ints],
+        [],
+        {"0.14.1": {"axes": [columns, rows], "blocks": blocks}},
+    )
     manager = _Obj((copyreg._reconstructor, (fake["manager"], object, None), state))  # type: ignore[attr-defined]
     frame = _Obj(
         (

@@ -43,7 +43,12 @@ class RunSection(_Section):
     checkpoint_every: int = Field(
         0, ge=0, description="write a checkpoint every N rounds (0 = only at the end)"
     )
-    threads: int | None = Field(None, ge=1, description="torch intra-op threads (default: torch's choice)")
+    threads: int | None = Field(
+        1,
+        ge=1,
+        description="torch intra-op threads; 1 is fastest for the small models of FL simulation "
+        "(several threads on a busy 2-core machine can be 10x slower); null = torch's choice",
+    )
 
 
 class DataSection(_Section):

@@ -163,7 +163,7 @@ def read_class_folders(root: Path) -> _Raw:
     return raw
 
 
-def read_coco(annotations: Path, images_dir: Path, labels: Mapping[int | str, str] | None = None) -> _Raw:
+def read_coco(annotations: Path, images_dir: Path, labels: Mapping[Any, str] | None = None) -> _Raw:
     """Layout (b): COCO captions JSON; ``labels`` maps image id or file name → class name."""
     try:
         text = annotations.read_text(encoding="utf-8")
@@ -233,7 +233,7 @@ def load_image(path: Path, size: tuple[int, int]) -> np.ndarray:
             im.draft("RGB", (w, h))  # JPEG: decode at a reduced scale, much faster for thumbnails
             rgb = im.convert("RGB").resize((w, h), Image.Resampling.BILINEAR)
             arr = np.asarray(rgb, dtype=np.float32) / 255.0
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError, SyntaxError) as exc:
         raise DataFileError(path, f"cannot read image: {exc}") from exc
     return np.ascontiguousarray(arr.transpose(2, 0, 1))
 
@@ -249,7 +249,7 @@ def _split_images(labels: np.ndarray, test_fraction: float, rng: np.random.Gener
     )
     for idx in groups:
         idx = rng.permutation(idx)
-        test[idx[: int(round(test_fraction * idx.size))]] = True
+        test[idx[: round(test_fraction * idx.size)]] = True
     if n >= 2 and not test.any():
         test[rng.integers(n)] = True
     if n >= 2 and test.all():
@@ -263,7 +263,7 @@ def load_central(
     layout: Literal["auto", "class_folders", "coco"] = "auto",
     annotations: str | Path | None = None,
     images_dir: str | Path | None = None,
-    labels: Mapping[int | str, str] | None = None,
+    labels: Mapping[Any, str] | None = None,
     image_size: int | tuple[int, int] = 32,
     max_len: int = 16,
     min_freq: int = 1,
@@ -311,8 +311,10 @@ def load_central(
     image_labels = np.array(raw.labels, dtype=np.int64)
     test_image = _split_images(image_labels, test_fraction, rng)
     pixels = np.empty((len(raw.images), 3, *size), dtype=np.float32)
-    for i, path in enumerate(tqdm(raw.images, desc="captions: images", disable=not progress, leave=False)):
-        pixels[i] = load_image(path, size)
+    for i, img_path in enumerate(
+        tqdm(raw.images, desc="captions: images", disable=not progress, leave=False)
+    ):
+        pixels[i] = load_image(img_path, size)
 
     # One sample per kept (image, caption) pair.
     owner: list[int] = []

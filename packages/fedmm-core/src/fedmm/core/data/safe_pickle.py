@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import _codecs
 import gzip
+import importlib
 import pickle
 import zlib
 from collections.abc import Callable, Mapping
@@ -100,28 +101,22 @@ def _latin1_encode(text: Any, encoding: str = "utf-8") -> bytes:
     """``_codecs.encode`` as protocol-2 pickles use it for bytes: only str → latin-1 bytes."""
     if not isinstance(text, str) or encoding.replace("-", "").replace("_", "").lower() != "latin1":
         raise pickle.UnpicklingError(f"refusing _codecs.encode with encoding {encoding!r}")
-    return _codecs.encode(text, "latin1")  # type: ignore[no-any-return]
+    return bytes(_codecs.encode(text, "latin1"))
 
 
-def _numpy_reconstruct() -> Callable[..., Any]:
+def _numpy_private(module: str, name: str) -> Callable[..., Any]:
+    """A private numpy helper from ``numpy._core`` (numpy >= 2) or ``numpy.core`` (numpy 1.x)."""
     try:
-        from numpy._core.multiarray import _reconstruct  # numpy >= 2
+        mod = importlib.import_module(f"numpy._core.{module}")
     except ImportError:  # pragma: no cover - numpy 1.x
-        from numpy.core.multiarray import _reconstruct  # type: ignore[no-redef]
-    return _reconstruct  # type: ignore[no-any-return]
-
-
-def _numpy_frombuffer() -> Callable[..., Any]:
-    try:
-        from numpy._core.numeric import _frombuffer  # numpy >= 2
-    except ImportError:  # pragma: no cover - numpy 1.x
-        from numpy.core.numeric import _frombuffer  # type: ignore[no-redef]
-    return _frombuffer  # type: ignore[no-any-return]
+        mod = importlib.import_module(f"numpy.core.{module}")
+    found: Callable[..., Any] = getattr(mod, name)
+    return found
 
 
 def _allowed() -> dict[tuple[str, str], Any]:
-    reconstruct = _numpy_reconstruct()
-    frombuffer = _numpy_frombuffer()  # protocol-5 pickles of contiguous arrays use it
+    reconstruct = _numpy_private("multiarray", "_reconstruct")
+    frombuffer = _numpy_private("numeric", "_frombuffer")  # protocol-5 pickles of contiguous arrays
     table: dict[tuple[str, str], Any] = {
         ("numpy.core.multiarray", "_reconstruct"): reconstruct,
         ("numpy._core.multiarray", "_reconstruct"): reconstruct,

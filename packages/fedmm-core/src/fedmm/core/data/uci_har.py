@@ -1,7 +1,8 @@
 """uci-har: the UCI "Human Activity Recognition Using Smartphones" data set from a local folder.
 
 Source: Anguita et al., 2013 (UCI ML repository, "UCI HAR Dataset.zip"). fedmm never downloads it;
-pass the unzipped ``UCI HAR Dataset/`` folder (or the folder that contains it) as ``path``. The layout read is::
+pass the unzipped ``UCI HAR Dataset/`` folder (or the folder that contains it) as ``path``.
+The layout read is::
 
     UCI HAR Dataset/
         activity_labels.txt                       (optional: "1 WALKING" …)
@@ -174,7 +175,7 @@ def load_central(
     acc_source: Literal["total", "body"] = "total",
     standardize: bool = True,
 ) -> CentralDataset:
-    """Load UCI-HAR from the folder ``path`` (``UCI HAR Dataset/`` or its parent; see the module docstring)."""
+    """Load UCI-HAR from ``path``, the ``UCI HAR Dataset/`` folder or its parent (see the module doc)."""
     if acc_source not in ("total", "body"):
         raise ValueError(f"acc_source must be 'total' or 'body', got {acc_source!r}")
     base = resolve_root(path)
@@ -182,8 +183,8 @@ def load_central(
     te_acc, te_gyro, te_y, te_s = read_split(base, "test", acc_source)
     if standardize:
         for tr, te in ((tr_acc, te_acc), (tr_gyro, te_gyro)):
-            mean = tr.mean(axis=(0, 1), keepdims=True)
-            std = tr.std(axis=(0, 1), keepdims=True) + 1e-6
+            mean = tr.mean(axis=(0, 1), keepdims=True, dtype=np.float64)
+            std = tr.std(axis=(0, 1), keepdims=True, dtype=np.float64) + 1e-6
             tr -= mean
             tr /= std
             te -= mean
