@@ -33,3 +33,11 @@ def test_technique_packages_import_only_core() -> None:
             for other in siblings:
                 if other != own and own != "suite" and (f"fedmm.{other}" in text):
                     pytest.fail(f"{py} imports fedmm.{other}; technique packages may import only fedmm.core")
+
+
+@pytest.mark.parametrize("example", sorted((ROOT / "docs" / "examples").glob("*.toml")), ids=lambda p: p.name)
+def test_example_configs_validate(example: Path) -> None:
+    from fedmm.core.config import load_config
+
+    cfg = load_config(example)
+    assert cfg.run.rounds >= 1

@@ -60,7 +60,9 @@ def test_killed_run_resumes_bit_identically(tmp_path: Path) -> None:
     latest = (killed / "checkpoint" / "LATEST").read_text().strip()
     assert latest != "round-000008", "the run finished before it could be killed"
 
-    subprocess.run(_fedmm("run", str(cfg), "--run-dir", str(killed), "--resume", "-q"), check=True, timeout=300)
+    subprocess.run(
+        _fedmm("run", str(cfg), "--run-dir", str(killed), "--resume", "-q"), check=True, timeout=300
+    )
     a, b = _final_weights(straight), _final_weights(killed)
     assert a.keys() == b.keys()
     for key in a:

@@ -271,3 +271,51 @@ def test_rss():
     cur = current_rss_bytes()
     assert peak > 1 << 20 and cur > 1 << 20
     assert cur <= peak * 1.1
+
+
+@pytest.mark.parametrize("fusion", ["concat", "attention"])
+def test_flops_equal_flop_counter_mode_on_the_model_zoo(fusion: str) -> None:
+    """Our single dispatch mode counts exactly what torch's FlopCounterMode counts."""
+    from torch.utils.flop_counter import FlopCounterMode as _Reference
+
+    from fedmm.core.data.types import Batch, ModalitySpec
+    from fedmm.core.models import late_fusion
+
+    specs = (
+        ModalitySpec("img", (1, 8, 8), "image"),
+        ModalitySpec("seq", (16, 3), "sequence"),
+        ModalitySpec("vec", (10,), "vector"),
+        ModalitySpec("tok", (6,), "tokens"),
+        ModalitySpec("rnn", (12, 2), "sequence"),
+    )
+    torch.manual_seed(0)
+    model = late_fusion(
+        specs,
+        5,
+        fusion=fusion,
+        encoders={"rnn": "lstm"},
+        encoder_options={"tok": {"vocab_size": 30, "layers": 2}},
+    )
+    feats = {
+        "img": torch.randn(4, 1, 8, 8),
+        "seq": torch.randn(4, 16, 3),
+        "vec": torch.randn(4, 10),
+        "tok": torch.randint(0, 30, (4, 6)),
+        "rnn": torch.randn(4, 12, 2),
+    }
+    batch = Batch(feats, torch.ones(4, 5, dtype=torch.bool), torch.tensor([0, 1, 2, 3]), tuple(feats))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+
+    def step() -> None:
+        loss = torch.nn.functional.cross_entropy(model(batch).logits, batch.labels)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+    with measure_step() as ours:
+        step()
+    reference = _Reference(display=False)
+    with reference:
+        step()
+    assert ours.flops > 0
+    assert ours.flops == reference.get_total_flops()

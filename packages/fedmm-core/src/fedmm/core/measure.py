@@ -3,8 +3,9 @@
 :func:`measure_step` is a context manager put around one real step — forward, backward and
 optimiser update — that reports, on exit:
 
-* ``flops``: the total floating-point operations counted by PyTorch's
-  :class:`torch.utils.flop_counter.FlopCounterMode` for the operators that actually ran (matrix
+* ``flops``: the total floating-point operations of the operators that actually ran, with the
+  formulas and conventions of PyTorch's :class:`torch.utils.flop_counter.FlopCounterMode`
+  (its ``flop_registry``; the tests check the totals equal ``FlopCounterMode``'s) (matrix
   multiplications, convolutions, attention; element-wise ops and the optimiser count 0 under its
   conventions — e.g. a ``Linear(in, out)`` on a batch ``B`` costs ``2·B·in·out`` forward and
   ``2·B·in·out`` per input of the backward that needs a gradient: ``4·B·in·out`` when the input
@@ -61,7 +62,7 @@ from typing import Any
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
-from torch.utils.flop_counter import FlopCounterMode
+from torch.utils.flop_counter import flop_registry
 
 __all__ = ["StepMeasurement", "current_rss_bytes", "measure_step", "peak_rss_bytes"]
 
@@ -108,8 +109,12 @@ class _Entry:
 class _StorageTracker(TorchDispatchMode):
     """Dispatch mode that tracks the live bytes of the storages the operators touch (see module doc)."""
 
-    def __init__(self) -> None:
+    def __init__(self, count_flops: bool = False, track_memory: bool = True) -> None:
         super().__init__()
+        self.count_flops = count_flops
+        self.track_memory = track_memory
+        self.flops = 0
+        self.flops_by_operator: dict[str, int] = {}
         self._lock = threading.RLock()
         self._entries: dict[int, _Entry] = {}
         self._closed = False
@@ -187,17 +192,31 @@ class _StorageTracker(TorchDispatchMode):
         kwargs: dict[str, Any] | None = None,
     ) -> Any:
         kwargs = kwargs or {}
+        counter = flop_registry.get(func._overloadpacket) if self.count_flops else None
+        if self.count_flops and counter is None and func is not torch.ops.prim.device.default:
+            # As FlopCounterMode does: an operator without a FLOP formula is decomposed, if it can
+            # be, so the operators it is made of are counted (and tracked) instead.
+            with self:
+                decomposed = func.decompose(*args, **kwargs)
+            if decomposed is not NotImplemented:
+                return decomposed
         out = func(*args, **kwargs)
         with self._lock:
             if not self._closed:
-                for leaf in tree_leaves((args, kwargs)):
-                    if isinstance(leaf, torch.Tensor):
-                        self._register(leaf, as_output=False)
-                for leaf in tree_leaves(out):
-                    if isinstance(leaf, torch.Tensor):
-                        self._register(leaf, as_output=True)
-                self.num_ops += 1
-                self._record_peak()
+                if counter is not None:
+                    n = int(counter(*args, **kwargs, out_val=out))
+                    self.flops += n
+                    name = str(func._overloadpacket)
+                    self.flops_by_operator[name] = self.flops_by_operator.get(name, 0) + n
+                if self.track_memory:
+                    for leaf in tree_leaves((args, kwargs)):
+                        if isinstance(leaf, torch.Tensor):
+                            self._register(leaf, as_output=False)
+                    for leaf in tree_leaves(out):
+                        if isinstance(leaf, torch.Tensor):
+                            self._register(leaf, as_output=True)
+                    self.num_ops += 1
+                    self._record_peak()
         return out
 
     def close(self) -> None:
@@ -233,47 +252,36 @@ def measure_step(*, count_flops: bool = True, track_memory: bool = True) -> Iter
         m.flops, m.peak_bytes
 
     The returned :class:`StepMeasurement` is filled when the block exits (also, marked
-    ``complete=False``, when it raises). The two measuring dispatch modes are nested — the memory
-    tracker outside, ``FlopCounterMode`` inside — so the tracker sees the operators that really run,
-    including those ``FlopCounterMode`` decomposes. Measuring slows the step down (a Python call per
-    operator); measure once per distinct step shape and cache the result.
+    ``complete=False``, when it raises). One dispatch mode counts FLOPs with the formulas of
+    ``torch.utils.flop_counter`` (decomposing operators that have none, as ``FlopCounterMode``
+    does) and tracks memory, so the memory tracker sees the operators that really run. Measuring
+    slows the step down (a Python call per operator); measure once per distinct step shape and
+    cache the result.
 
     Args:
         count_flops: count FLOPs with ``FlopCounterMode``.
         track_memory: track the peak of live tensor storages.
     """
     result = StepMeasurement()
-    tracker = _StorageTracker() if track_memory else None
-    counter = FlopCounterMode(display=False) if count_flops else None
+    # One dispatch mode does both jobs: one Python call per operator, and no module hooks
+    # (FlopCounterMode also tracks modules for a per-module breakdown we do not need).
+    mode = _StorageTracker(count_flops=count_flops, track_memory=track_memory)
     ok = False
     try:
-        if tracker is not None:
-            tracker.__enter__()
-        try:
-            if counter is not None:
-                counter.__enter__()
-            try:
-                yield result
-                ok = True
-            finally:
-                if counter is not None:
-                    counter.__exit__(None, None, None)
-        finally:
-            if tracker is not None:
-                tracker.__exit__(None, None, None)
+        with mode:
+            yield result
+        ok = True
     finally:
-        if counter is not None:
-            result.flops = int(counter.get_total_flops())
-            result.flops_by_operator = {
-                str(op): int(n) for op, n in counter.get_flop_counts().get("Global", {}).items()
-            }
-        if tracker is not None:
-            result.peak_bytes = tracker.peak_total
-            result.peak_bytes_by_device = tracker.peak_by_device
-            result.preexisting_bytes = tracker.preexisting_bytes
-            result.live_bytes_at_exit = tracker.live_total
-            result.num_ops = tracker.num_ops
-            tracker.close()
+        if count_flops:
+            result.flops = mode.flops
+            result.flops_by_operator = dict(mode.flops_by_operator)
+        if track_memory:
+            result.peak_bytes = mode.peak_total
+            result.peak_bytes_by_device = mode.peak_by_device
+            result.preexisting_bytes = mode.preexisting_bytes
+            result.live_bytes_at_exit = mode.live_total
+            result.num_ops = mode.num_ops
+        mode.close()
         result.complete = ok
 
 
