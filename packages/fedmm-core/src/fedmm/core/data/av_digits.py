@@ -11,7 +11,8 @@ Sources
   Each image of class ``c`` is paired with a randomly chosen utterance of ``c``, placed at a random
   offset in a fixed 0.8 s canvas and mixed with a fresh white-noise draw at a low signal-to-noise
   ratio, then turned into log-mel filterbank features (25 ms Hann windows, 10 ms hop,
-  512-point FFT, ``n_mels`` triangular mel bands, written here with numpy).
+  512-point FFT, ``n_mels`` triangular mel bands; filterbank and STFT written here with numpy and
+  ``scipy.fft``).
 
 Modalities: ``image`` (kind ``image``, shape ``(1, 8, 8)``, values in ``[0, 1]``) and ``audio``
 (kind ``sequence``, shape ``(frames, n_mels)``, standardised per mel band with training statistics).
@@ -20,8 +21,8 @@ The test split is a stratified 20 % hold-out. Everything is deterministic for a 
 The clean synthesised waveforms are cached in ``cache_dir()/av-digits/speech-<hash>.npz`` (the hash
 covers the synthesis parameters), so only the first build calls ``espeak-ng``.
 
-Measured difficulty (defaults: ``image_noise=0.15``, ``occlusion=2``, ``audio_snr_db=-8``; 1437 train
-/ 360 test samples): centralised multinomial logistic regression (lbfgs, ``C=0.05``) on standardised
+Measured difficulty (defaults: ``image_noise=0.15``, ``occlusion=2``, ``audio_snr_db=-8``; 1438 train
+/ 359 test samples): centralised multinomial logistic regression (lbfgs, ``C=0.05``) on standardised
 flattened features, measured with ``uv run python -m fedmm.core.data.av_digits`` (prints the seed-0
 row; about 2 minutes on 2 cores)::
 
@@ -55,7 +56,7 @@ from scipy.io import wavfile
 from scipy.signal import resample_poly
 from tqdm import tqdm
 
-from fedmm.core.data.cache import cache_dir
+from fedmm.core.data.cache import cache_dir, save_npz_atomic
 from fedmm.core.data.types import CentralDataset, ModalitySpec, SampleSet
 from fedmm.core.errors import DataError, DataFileError, MissingDependencyError
 
@@ -208,19 +209,6 @@ def _speech_path(root: Path, params: SpeechParams) -> Path:
     return root / NAME / f"speech-{params.key()}.npz"
 
 
-def _save_atomic(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    """Write an .npz next to its final place then rename, so a crash never leaves half a cache."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.savez(fh, **arrays)  # type: ignore[arg-type]
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _load_speech(path: Path, params: SpeechParams) -> Speech:
     try:
         with np.load(path, allow_pickle=False) as z:
@@ -246,7 +234,7 @@ def load_speech(
     speech = synthesise(params, progress=progress)
     arrays = {k: getattr(speech, k) for k in ("waves", "lengths", "digits", "voice", "speed", "pitch")}
     arrays["params"] = np.array(json.dumps({"format": 1, **asdict(params)}, sort_keys=True))
-    _save_atomic(path, arrays)
+    save_npz_atomic(path, arrays)
     return speech, path
 
 

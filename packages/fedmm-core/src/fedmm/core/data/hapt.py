@@ -53,8 +53,6 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -62,7 +60,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from fedmm.core.data.cache import cache_dir
+from fedmm.core.data.cache import cache_dir, save_npz_atomic
 from fedmm.core.data.safe_pickle import frame_columns, safe_load_path
 from fedmm.core.data.types import CentralDataset, ModalitySpec, SampleSet
 from fedmm.core.errors import DataError, DataFileError, MissingDependencyError
@@ -110,19 +108,6 @@ def _file_hash(path: Path) -> str:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()[:16]
-
-
-def _save_atomic(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    """Write an .npz beside its final place and rename it, so a crash never leaves half a cache."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.savez(fh, **arrays)  # type: ignore[arg-type]
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def convert(src: Path, progress: bool = True) -> dict[str, np.ndarray]:
@@ -183,7 +168,7 @@ def build(cache: Path | None = None, progress: bool = True, rebuild: bool = Fals
         return path
     arrays = convert(src, progress=progress)
     arrays["source"] = np.array(json.dumps({"file": str(src), "format": _FORMAT}))
-    _save_atomic(path, arrays)
+    save_npz_atomic(path, arrays)
     return path
 
 

@@ -360,5 +360,16 @@ class FederatedDataset:
             "test_samples": len(self.test),
             "client_size_min": int(sizes.min()) if sizes.size else 0,
             "client_size_max": int(sizes.max()) if sizes.size else 0,
-            **self.metadata,
+            # Scalars and short lists only: bulky metadata (a vocabulary, group ids) stays out.
+            **{k: v for k, v in self.metadata.items() if _is_small(v)},
         }
+
+
+def _is_small(value: Any) -> bool:
+    if value is None or isinstance(value, bool | int | float | str):
+        return True
+    if isinstance(value, list | tuple):
+        return len(value) <= 16 and all(_is_small(v) for v in value)
+    if isinstance(value, dict):
+        return len(value) <= 16 and all(_is_small(v) for v in value.values())
+    return False
