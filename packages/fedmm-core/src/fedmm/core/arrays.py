@@ -107,7 +107,8 @@ def weighted_mean(
                 continue
             acc = np.zeros(ref_arr.shape, dtype=np.float64)
             for arrays, w in carriers:
-                acc += (w / total) * arrays[key]
+                # float64 product: a Python float times a float32 array would round in float32.
+                acc += (w / total) * np.asarray(arrays[key], dtype=np.float64)
             merged[key] = acc.astype(ref_arr.dtype)
         out[group] = merged
     return out
