@@ -38,7 +38,9 @@ def plot_run(rows: Sequence[Mapping[str, Any]], out_dir: Path, title: str = "") 
     fig, ax = plt.subplots(figsize=(6, 4))
     for key in sorted({k for r in rows for k in r if k == "accuracy" or k.startswith("accuracy/")}):
         xs, ys = _series(rows, key)
-        ax.plot(xs, ys, label="multimodal" if key == "accuracy" else key.split("/", 1)[1] + " only")
+        ax.plot(
+            xs, ys, label="all modalities" if key == "accuracy" else "only " + key.split("/", 1)[1] + " given"
+        )
     ax.set_xlabel("round")
     ax.set_ylabel("test accuracy")
     ax.set_title(title)
