@@ -57,6 +57,7 @@ from scipy.signal import resample_poly
 from tqdm import tqdm
 
 from fedmm.core.data.cache import cache_dir, save_npz_atomic
+from fedmm.core.data.probe import linear_probe
 from fedmm.core.data.types import CentralDataset, ModalitySpec, SampleSet
 from fedmm.core.errors import DataError, DataFileError, MissingDependencyError
 
@@ -434,22 +435,8 @@ def load_central(
 
 def _measure(seed: int = 0) -> dict[str, float]:
     """Centralised accuracies of a logistic regression per modality and on the concatenation."""
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.preprocessing import StandardScaler
-
-    ds = load_central(seed, progress=False)
-    out: dict[str, float] = {}
-    for name, mods in (
-        ("image only", ["image"]),
-        ("audio only", ["audio"]),
-        ("image+audio", ["image", "audio"]),
-    ):
-        xtr = np.concatenate([ds.train.features[m].reshape(len(ds.train), -1) for m in mods], axis=1)
-        xte = np.concatenate([ds.test.features[m].reshape(len(ds.test), -1) for m in mods], axis=1)
-        scaler = StandardScaler().fit(xtr)
-        clf = LogisticRegression(C=0.05, max_iter=2000).fit(scaler.transform(xtr), ds.train.labels)
-        out[name] = float(clf.score(scaler.transform(xte), ds.test.labels))
-    return out
+    sets = {"image only": ["image"], "audio only": ["audio"], "image+audio": ["image", "audio"]}
+    return linear_probe(load_central(seed, progress=False), sets, C=0.05, max_iter=2000)
 
 
 if __name__ == "__main__":  # pragma: no cover - manual measurement helper

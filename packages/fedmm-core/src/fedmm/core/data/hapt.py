@@ -61,6 +61,7 @@ import numpy as np
 from tqdm import tqdm
 
 from fedmm.core.data.cache import cache_dir, save_npz_atomic
+from fedmm.core.data.probe import linear_probe
 from fedmm.core.data.safe_pickle import frame_columns, safe_load_path
 from fedmm.core.data.types import CentralDataset, ModalitySpec, SampleSet
 from fedmm.core.errors import DataError, DataFileError, MissingDependencyError
@@ -277,18 +278,8 @@ def summary_features(x: np.ndarray) -> np.ndarray:
 
 def _measure() -> dict[str, float]:
     """Centralised logistic-regression accuracies on :func:`summary_features` per modality."""
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.preprocessing import StandardScaler
-
-    ds = load_central(progress=False)
-    out: dict[str, float] = {}
-    for name, mods in (("acc only", ["acc"]), ("gyro only", ["gyro"]), ("acc+gyro", ["acc", "gyro"])):
-        xtr = np.concatenate([summary_features(ds.train.features[m]) for m in mods], axis=1)
-        xte = np.concatenate([summary_features(ds.test.features[m]) for m in mods], axis=1)
-        scaler = StandardScaler().fit(xtr)
-        clf = LogisticRegression(C=1.0, max_iter=3000).fit(scaler.transform(xtr), ds.train.labels)
-        out[name] = float(clf.score(scaler.transform(xte), ds.test.labels))
-    return out
+    sets = {"acc only": ["acc"], "gyro only": ["gyro"], "acc+gyro": ["acc", "gyro"]}
+    return linear_probe(load_central(progress=False), sets, featurize=summary_features, C=1.0)
 
 
 if __name__ == "__main__":  # pragma: no cover - manual measurement helper

@@ -33,19 +33,12 @@ from typing import Any, Literal
 
 import numpy as np
 
+from fedmm.core.data.hapt import CLASS_NAMES  # the same six UCI activities
 from fedmm.core.data.types import CentralDataset, ModalitySpec, SampleSet
 from fedmm.core.errors import DataFileError
 
 NAME = "uci-har"
 WINDOW = 128
-CLASS_NAMES: tuple[str, ...] = (
-    "walking",
-    "walking_upstairs",
-    "walking_downstairs",
-    "sitting",
-    "standing",
-    "laying",
-)
 AXES = ("x", "y", "z")
 
 
