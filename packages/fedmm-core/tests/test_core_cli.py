@@ -139,3 +139,27 @@ def test_scale_bench_runs_and_reports_json() -> None:
 
     result = run(clients=2_000, rounds=2)
     assert result["clients"] == 2_000 and result["peak_rss_mib"] > 0 and result["seconds_per_round"] > 0
+
+
+def test_installed_techniques_are_found_through_entry_points(monkeypatch: pytest.MonkeyPatch) -> None:
+    from fedmm.core import Technique, config
+
+    class Echo(Technique):
+        name = "echo"
+
+        def __init__(self, level: int = 1) -> None:
+            self.level = level
+
+    class FakeEntryPoint:
+        name = "echo"
+
+        def load(self) -> type[Technique]:
+            return Echo
+
+    monkeypatch.setattr(config, "technique_classes", lambda: {"echo": FakeEntryPoint()})
+    cfg = parse_config({"data": {"name": "synthetic"}, "techniques": [{"name": "echo", "level": 3}]})
+    technique = config.build_technique(cfg.techniques[0])
+    assert isinstance(technique, Echo) and technique.level == 3
+    bad = parse_config({"data": {"name": "synthetic"}, "techniques": [{"name": "echo", "levle": 3}]})
+    with pytest.raises(ConfigError, match=r"\(echo\).*levle"):
+        config.build_technique(bad.techniques[0])

@@ -250,3 +250,14 @@ def test_hooks_compose_in_list_order(small_data: FederatedDataset, small_model: 
 def test_train_plan_round_trips_as_plain_data() -> None:
     plan = TrainPlan(train=("head",), combinations=(Combination(("a",), 4), Combination()), extra={"k": 1})
     assert TrainPlan.from_dict(plan.to_dict()) == plan
+
+
+def test_unlabelled_samples_do_not_train(small_model: MultimodalModel) -> None:
+    from fedmm.core import datasets
+
+    data = datasets.load("synthetic", clients=3, num_samples=300, missing_label_rate=1.0, seed=0)
+    fed = Federation(small_model, data, FedAvg(), seed=0)
+    before = _weights(fed)
+    history = fed.run(1, progress=False)
+    assert np.isnan(history.rounds[0]["train_loss"])  # no labelled sample, no loss term: no step
+    assert _same(before, _weights(fed))
