@@ -136,3 +136,12 @@ def test_bad_label_and_missing_file(root: Path) -> None:
     (root / "test" / "Inertial Signals" / "body_gyro_x_test.txt").unlink()
     with pytest.raises(DataFileError, match=r"body_gyro_x_test\.txt: missing file"):
         uci_har.load_central(root)
+
+
+def test_non_ascii_byte_names_file_and_line(root: Path) -> None:
+    path = root / "train" / "y_train.txt"
+    lines = path.read_bytes().split(b"\n")
+    lines[3] = b"\xe9"
+    path.write_bytes(b"\n".join(lines))
+    with pytest.raises(DataFileError, match=r"y_train\.txt, line 4: numeric file has a byte that is not ascii"):
+        uci_har.load_central(root)

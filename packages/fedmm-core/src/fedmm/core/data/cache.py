@@ -1,4 +1,4 @@
-"""Where built datasets are cached on disk."""
+"""Files: where built datasets are cached on disk, atomic cache writes, checked text reads."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ import secrets
 from pathlib import Path
 
 import numpy as np
+
+from fedmm.core.errors import DataFileError
 
 
 def cache_dir() -> Path:
@@ -29,3 +31,14 @@ def save_npz_atomic(path: Path, arrays: dict[str, np.ndarray]) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def read_text(path: Path, encoding: str, what: str) -> str:
+    """Read a text file; a bad byte or an I/O error becomes a DataFileError naming file and line."""
+    try:
+        return path.read_text(encoding=encoding)
+    except UnicodeDecodeError as exc:
+        line = path.read_bytes()[: exc.start].count(b"\n") + 1
+        raise DataFileError(path, f"{what} has a byte that is not {encoding}", line) from exc
+    except OSError as exc:
+        raise DataFileError(path, f"cannot read {what}: {exc}") from exc

@@ -45,6 +45,7 @@ from typing import Any, Literal
 import numpy as np
 from tqdm import tqdm
 
+from fedmm.core.data.cache import read_text
 from fedmm.core.data.types import MISSING_LABEL, CentralDataset, ModalitySpec, SampleSet
 from fedmm.core.errors import DataError, DataFileError, MissingDependencyError
 
@@ -116,13 +117,7 @@ def _pretty(name: str) -> str:
 
 
 def _read_caption_file(path: Path) -> list[str]:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        line = path.read_bytes()[: exc.start].count(b"\n") + 1
-        raise DataFileError(path, "caption file is not UTF-8", line) from exc
-    except OSError as exc:
-        raise DataFileError(path, f"cannot read caption file: {exc}") from exc
+    text = read_text(path, "utf-8", "caption file")
     caps = [ln.strip() for ln in text.splitlines() if ln.strip()]
     if not caps:
         raise DataFileError(path, "caption file is empty")

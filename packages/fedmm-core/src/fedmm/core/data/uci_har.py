@@ -33,6 +33,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from fedmm.core.data.cache import read_text
 from fedmm.core.data.hapt import CLASS_NAMES  # the same six UCI activities
 from fedmm.core.data.types import CentralDataset, ModalitySpec, SampleSet
 from fedmm.core.errors import DataFileError
@@ -58,13 +59,7 @@ def resolve_root(root: str | Path) -> Path:
 def _read_lines(path: Path) -> list[str]:
     if not path.is_file():
         raise DataFileError(path, "missing file (part of the UCI HAR Dataset layout)")
-    try:
-        text = path.read_text(encoding="ascii")
-    except UnicodeDecodeError as exc:
-        line = path.read_bytes()[: exc.start].count(b"\n") + 1
-        raise DataFileError(path, "non-ASCII byte in a numeric file", line) from exc
-    except OSError as exc:
-        raise DataFileError(path, f"cannot read: {exc}") from exc
+    text = read_text(path, "ascii", "numeric file")
     lines = text.splitlines()
     while lines and not lines[-1].strip():  # tolerate trailing blank lines only
         lines.pop()
