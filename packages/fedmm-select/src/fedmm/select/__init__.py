@@ -1,0 +1,1 @@
+"""fedmm.select — FedMFS and BMSFed (work in progress, issue 5)."""
