@@ -261,3 +261,48 @@ def test_unlabelled_samples_do_not_train(small_model: MultimodalModel) -> None:
     history = fed.run(1, progress=False)
     assert np.isnan(history.rounds[0]["train_loss"])  # no labelled sample, no loss term: no step
     assert _same(before, _weights(fed))
+
+
+class AskEveryone(Technique):
+    """Owns selection: its choice is final, even above clients_per_round."""
+
+    name = "ask-everyone"
+    owns = frozenset({"select_clients"})
+
+    def select_clients(self, ctx: RoundContext, candidates: np.ndarray) -> np.ndarray:
+        return candidates
+
+    def configure(self, ctx: RoundContext, client_id: int, plan: TrainPlan) -> TrainPlan:
+        return plan.with_extra(prototypes=np.zeros((10, 4), np.float32))
+
+    def after_round(self, ctx: RoundContext, metrics: dict[str, Any]) -> None:
+        self.seen = [r.client_id for r in ctx.results]
+        first = ctx.results[0]
+        key = next(iter(first.update["head"]))
+        self.moved = float(np.abs(ctx.previous_arrays["head"][key] - first.update["head"][key]).max())
+        metrics["ask/clients"] = float(len(ctx.results))
+
+
+def test_selection_owner_is_final_and_after_round_sees_the_results(
+    small_data: FederatedDataset, small_model: MultimodalModel
+) -> None:
+    tech = AskEveryone()
+    fed = Federation(small_model, small_data, FedAvg([tech], clients_per_round=2), seed=0)
+    history = fed.run(1, progress=False)
+    assert history.rounds[0]["selected"] == 6 and tech.seen == list(range(6))
+    assert tech.moved > 0  # previous_arrays are the arrays the clients started from
+    assert history.rounds[0]["ask/clients"] == 6.0
+    full = nbytes(fed.global_arrays)
+    assert all(r.bytes_down == full + 10 * 4 * 4 for r in history.ledger.records)  # plan arrays count
+
+
+def test_technique_metrics_get_their_own_plot(tmp_path: Any) -> None:
+    from fedmm.core.plots import plot_run, technique_series
+
+    rows = [
+        {"round": 1, "accuracy": 0.5, "fedmfs/shapley/a": 0.2, "fedmfs/shapley/b": 0.1, "ledger/flops": 3.0},
+        {"round": 2, "accuracy": 0.6, "fedmfs/shapley/a": 0.3, "fedmfs/shapley/b": 0.05, "skipped": False},
+    ]
+    assert technique_series(rows) == {"fedmfs/shapley": ["fedmfs/shapley/a", "fedmfs/shapley/b"]}
+    written = plot_run(rows, tmp_path)
+    assert (tmp_path / "fedmfs_shapley.png") in written and (tmp_path / "fedmfs_shapley.png").exists()

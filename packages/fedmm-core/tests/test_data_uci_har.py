@@ -143,5 +143,7 @@ def test_non_ascii_byte_names_file_and_line(root: Path) -> None:
     lines = path.read_bytes().split(b"\n")
     lines[3] = b"\xe9"
     path.write_bytes(b"\n".join(lines))
-    with pytest.raises(DataFileError, match=r"y_train\.txt, line 4: numeric file has a byte that is not ascii"):
+    with pytest.raises(
+        DataFileError, match=r"y_train\.txt, line 4: numeric file has a byte that is not ascii"
+    ):
         uci_har.load_central(root)

@@ -111,7 +111,10 @@ def client_round(
             received[g] = global_arrays[g]
     set_arrays(model, received)
     set_arrays(model, kept)
-    cost.bytes_down = nbytes(received)
+    # Arrays a technique sends in the plan (e.g. global prototypes) cross too.
+    cost.bytes_down = nbytes(received) + sum(
+        v.nbytes for v in plan.extra.values() if isinstance(v, np.ndarray)
+    )
 
     # -- freeze everything outside the plan's trainable groups ----------------------------------
     trainable = expand_groups(plan.train, names) if plan.train else ()

@@ -158,6 +158,8 @@ class Federation:
             )
             metrics["skipped"] = True
         else:
+            ctx.results = results
+            ctx.previous_arrays = self.global_arrays
             self.global_arrays = self.strategy.aggregate(ctx, results)
             ctx.global_arrays = self.global_arrays
             for r in results:

@@ -51,6 +51,8 @@ def plot_run(rows: Sequence[Mapping[str, Any]], out_dir: Path, title: str = "") 
     fig.savefig(written[-1], dpi=100)
     plt.close(fig)
 
+    written.extend(plot_technique_series(rows, out_dir, title))
+
     fig, ax = plt.subplots(figsize=(6, 4))
     xs2, ys2 = _cumulative_bytes(rows)
     ax.plot(xs2, ys2, marker=".")
@@ -81,3 +83,41 @@ def plot_compare(runs: Mapping[str, Sequence[Mapping[str, Any]]], out: Path) -> 
     fig.savefig(out, dpi=100)
     plt.close(fig)
     return out
+
+
+def technique_series(rows: Sequence[Mapping[str, Any]]) -> dict[str, list[str]]:
+    """Numeric per-round metrics that techniques add, grouped by prefix.
+
+    ``fedmfs/shapley/image`` and ``fedmfs/shapley/audio`` form the group ``fedmfs/shapley``.
+    Core's own keys (accuracy, loss, ledger) are left out.
+    """
+    groups: dict[str, list[str]] = {}
+    for row in rows:
+        for key, value in row.items():
+            if "/" not in key or key.startswith(("ledger/", "accuracy/")):
+                continue
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                continue
+            prefix = key.rsplit("/", 1)[0]
+            if key not in groups.setdefault(prefix, []):
+                groups[prefix].append(key)
+    return groups
+
+
+def plot_technique_series(rows: Sequence[Mapping[str, Any]], out_dir: Path, title: str = "") -> list[Path]:
+    """One PNG per group of technique metrics (e.g. per-modality Shapley importance over rounds)."""
+    written = []
+    for prefix, keys in sorted(technique_series(rows).items()):
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for key in sorted(keys):
+            ax.plot(*_series(rows, key), label=key.rsplit("/", 1)[1])
+        ax.set_xlabel("round")
+        ax.set_ylabel(prefix)
+        ax.set_title(title)
+        ax.grid(alpha=0.3)
+        ax.legend()
+        fig.tight_layout()
+        written.append(Path(out_dir) / f"{prefix.replace('/', '_')}.png")
+        fig.savefig(written[-1], dpi=100)
+        plt.close(fig)
+    return written

@@ -69,6 +69,8 @@ class TrainPlan:
     - ``upload``: candidate groups to send back (default: the trained ones); ``upload`` hooks narrow it.
     - ``keep``: groups the client keeps between rounds (e.g. a frozen prefix), so they need no download.
     - ``combinations``: modality combinations in execution order with their step counts.
+    - ``extra``: a technique's own fields (JSON-able values or numpy arrays; arrays, such as
+      global prototypes, cross to the client and count as downloaded bytes).
     """
 
     download: tuple[str, ...] = ("*",)
@@ -153,6 +155,10 @@ class RoundContext:
     history: list[dict[str, Any]] = field(default_factory=list)
     # Reports of the latest round each client took part in, for clients that reported anything.
     reports: dict[int, dict[str, Any]] = field(default_factory=dict)
+    # Set once the round's clients are back (for aggregate and after_round): the surviving
+    # results, and the global arrays they started from (update vector = previous - result).
+    results: list[ClientResult] = field(default_factory=list)
+    previous_arrays: GroupedArrays = field(default_factory=dict)
     model_factory: Any = (
         None  # callable(arrays) -> nn.Module with those weights loaded, for server evaluation
     )
@@ -285,6 +291,11 @@ class Strategy:
 
     # -- server steps ------------------------------------------------------------------------
     def select_clients(self, ctx: RoundContext) -> np.ndarray:
+        """Narrow all clients through the selecting techniques, then sample ``clients_per_round``.
+
+        A technique that *owns* ``select_clients`` (declares it in ``owns``) decides alone: its
+        choice is final and is not sampled down (e.g. BMSFed asks every client in round 1).
+        """
         k = self.sample_size(ctx.num_clients)
         selectors = [t for t in self.techniques if _overrides(t, "select_clients")]
         if not selectors:
@@ -292,9 +303,12 @@ class Strategy:
                 return np.arange(ctx.num_clients, dtype=np.int64)
             return np.sort(ctx.rng.choice(ctx.num_clients, size=k, replace=False)).astype(np.int64)
         candidates = np.arange(ctx.num_clients, dtype=np.int64)
+        owner = None
         for t in selectors:
             candidates = np.asarray(t.select_clients(ctx, candidates), dtype=np.int64)
-        if candidates.shape[0] > k:
+            if "select_clients" in t.owns:
+                owner = t
+        if owner is None and candidates.shape[0] > k:
             candidates = np.sort(ctx.rng.choice(candidates, size=k, replace=False))
         return candidates
 
