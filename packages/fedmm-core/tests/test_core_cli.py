@@ -163,3 +163,18 @@ def test_installed_techniques_are_found_through_entry_points(monkeypatch: pytest
     bad = parse_config({"data": {"name": "synthetic"}, "techniques": [{"name": "echo", "levle": 3}]})
     with pytest.raises(ConfigError, match=r"\(echo\).*levle"):
         config.build_technique(bad.techniques[0])
+
+
+def test_a_technique_that_fails_to_import_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    from fedmm.core import config
+
+    class Broken:
+        name = "broken"
+
+        def load(self) -> None:
+            raise ImportError("No module named 'fedmm.nowhere'")
+
+    monkeypatch.setattr(config, "technique_classes", lambda: {"broken": Broken()})
+    cfg = parse_config({"data": {"name": "synthetic"}, "techniques": [{"name": "broken"}]})
+    with pytest.raises(ConfigError, match="registered but failed to import"):
+        config.build_technique(cfg.techniques[0])

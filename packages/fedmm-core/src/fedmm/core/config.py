@@ -171,7 +171,13 @@ def build_technique(section: TechniqueSection, index: int = 0) -> Any:
             else f"installed techniques: {', '.join(sorted(found)) or 'none'}"
         )
         raise ConfigError(f"[[techniques]] #{index + 1}: technique {section.name!r} is not installed; {hint}")
-    cls = found[section.name].load()
+    try:
+        cls = found[section.name].load()
+    except ImportError as exc:
+        raise ConfigError(
+            f"[[techniques]] #{index + 1}: technique {section.name!r} is registered but failed to import "
+            f"({exc}); reinstall its package"
+        ) from None
     try:
         return cls(**section.arguments())
     except (TypeError, ValueError) as exc:
