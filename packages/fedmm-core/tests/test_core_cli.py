@@ -71,10 +71,10 @@ def test_missing_required_and_bad_toml(tmp_path: Path) -> None:
 def test_unknown_technique_names_the_package_to_install(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    cfg = _write(tmp_path, SMALL + '\n[[techniques]]\nname = "fedmfs"\ngamma = 1\n')
+    cfg = _write(tmp_path, SMALL + '\n[[techniques]]\nname = "flexmod"\nbudget = 1\n')
     assert main(["run", str(cfg), "-q"]) == 2
     err = capsys.readouterr().err
-    assert "technique 'fedmfs' is not installed" in err and "pip install fedmm-select" in err
+    assert "technique 'flexmod' is not installed" in err and "pip install fedmm-schedule" in err
     assert "Traceback" not in err
 
 

@@ -173,7 +173,7 @@ def build_technique(section: TechniqueSection, index: int = 0) -> Any:
         raise ConfigError(f"[[techniques]] #{index + 1}: technique {section.name!r} is not installed; {hint}")
     try:
         cls = found[section.name].load()
-    except ImportError as exc:
+    except (ImportError, AttributeError) as exc:
         raise ConfigError(
             f"[[techniques]] #{index + 1}: technique {section.name!r} is registered but failed to import "
             f"({exc}); reinstall its package"
