@@ -69,8 +69,11 @@ def test_missing_required_and_bad_toml(tmp_path: Path) -> None:
 
 
 def test_unknown_technique_names_the_package_to_install(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from fedmm.core import config
+
+    monkeypatch.setattr(config, "technique_classes", dict)  # as if no technique package were installed
     cfg = _write(tmp_path, SMALL + '\n[[techniques]]\nname = "flexmod"\nbudget = 1\n')
     assert main(["run", str(cfg), "-q"]) == 2
     err = capsys.readouterr().err
