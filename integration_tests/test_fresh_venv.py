@@ -1,0 +1,47 @@
+"""Each package installs alone with plain pip (core + itself, from the repo paths) into a fresh
+venv, imports no sibling, and its README example runs there.
+
+Slow (minutes: a real pip install), so marked ``slow``: ``uv run pytest -m slow integration_tests``.
+On the project machines plain pip would otherwise pick a multi-GB CUDA torch: ``torch==2.13.0``
+(a local CPU wheel there) is requested alongside, as the developers' guide says.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import venv
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGES = sorted(p.name for p in (ROOT / "packages").iterdir() if (p / "pyproject.toml").exists())
+TORCH = "torch==2.13.0"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("package", PACKAGES)
+def test_package_installs_alone_and_its_readme_runs(package: str, tmp_path: Path) -> None:
+    env = tmp_path / "venv"
+    venv.create(env, with_pip=True)
+    py = env / "bin" / "python"
+    targets = [str(ROOT / "packages" / "fedmm-core")]
+    if package != "fedmm-core":
+        targets.append(str(ROOT / "packages" / package))
+    subprocess.run([py, "-m", "pip", "install", "-q", TORCH, *targets], check=True, timeout=1800)
+
+    # Only core and this package: a sibling import would fail here.
+    installed = subprocess.run(
+        [py, "-m", "pip", "list", "--format=freeze"], capture_output=True, text=True
+    ).stdout
+    fedmm_dists = sorted(line.split("==")[0] for line in installed.splitlines() if line.startswith("fedmm"))
+    assert fedmm_dists == sorted({"fedmm-core", package})
+
+    blocks = re.findall(r"```python\n(.*?)```", (ROOT / "packages" / package / "README.md").read_text(), re.S)
+    assert blocks
+    for i, code in enumerate(blocks):
+        script = tmp_path / f"example_{i}.py"
+        script.write_text(code)
+        done = subprocess.run([py, str(script)], capture_output=True, text=True, timeout=600, cwd=tmp_path)
+        assert done.returncode == 0, done.stderr[-3000:]
