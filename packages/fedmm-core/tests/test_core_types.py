@@ -55,13 +55,13 @@ def test_load_reports_unknown_dataset_and_bad_modalities() -> None:
     with pytest.raises(ConfigError, match="unknown dataset 'nope'"):
         datasets.load("nope")
     with pytest.raises(ConfigError, match="invalid"):
-        datasets.load("synthetic", modalities=["zzz"], num_samples=100)
+        datasets.load("synthetic", only_modalities=["zzz"], num_samples=100)
     with pytest.raises(ConfigError, match="path="):
         datasets.load("uci-har")
 
 
 def test_restricting_modalities_gives_a_unimodal_dataset() -> None:
-    data = datasets.load("synthetic", clients=3, num_samples=300, modalities=["b"], seed=0)
+    data = datasets.load("synthetic", clients=3, num_samples=300, only_modalities=["b"], seed=0)
     assert data.modality_names == ("b",)
     assert data.train.present.shape[1] == 1
 
@@ -71,3 +71,9 @@ def test_validation_split_is_disjoint_from_clients() -> None:
     assert data.validation is not None and len(data.validation) == 100
     assert len(data.train) == 900
     assert data.partition.indices.max() < 900
+
+
+def test_dataset_options_may_be_named_modalities() -> None:
+    # The synthetic loader's own `modalities` option must not collide with load()'s subset argument.
+    data = datasets.load("synthetic", clients=2, num_samples=100, modalities=[("x", 3, 1.0), ("y", 2, 0.0)])
+    assert data.modality_names == ("x", "y")

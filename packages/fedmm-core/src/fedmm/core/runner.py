@@ -40,7 +40,7 @@ def build_dataset(cfg: RunConfig) -> FederatedDataset:
         validation_fraction=d.validation_fraction,
         min_samples=d.min_samples,
         seed=cfg.run.seed,
-        modalities=d.modalities,
+        only_modalities=d.modalities,
         **d.options,
     )
 

@@ -240,16 +240,18 @@ def load(
     validation_fraction: float = 0.0,
     min_samples: int = 1,
     seed: int = 0,
-    modalities: list[str] | tuple[str, ...] | None = None,
+    only_modalities: list[str] | tuple[str, ...] | None = None,
     **options: Any,
 ) -> FederatedDataset:
     """Load dataset ``name`` and federate it; ``options`` go to the dataset's own loader.
 
+    ``only_modalities`` keeps a subset of the modalities (e.g. for a unimodal baseline).
+
     >>> data = load("synthetic", clients=20, partition="dirichlet", alpha=0.5, missing_rate=0.3)
     """
     central = load_central(name, **options)
-    if modalities is not None:
-        central = restrict_modalities(central, modalities)
+    if only_modalities is not None:
+        central = restrict_modalities(central, only_modalities)
     return federate(
         central,
         clients=clients,
