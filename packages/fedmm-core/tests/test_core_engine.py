@@ -306,3 +306,16 @@ def test_technique_metrics_get_their_own_plot(tmp_path: Any) -> None:
     assert technique_series(rows) == {"fedmfs/shapley": ["fedmfs/shapley/a", "fedmfs/shapley/b"]}
     written = plot_run(rows, tmp_path)
     assert (tmp_path / "fedmfs_shapley.png") in written and (tmp_path / "fedmfs_shapley.png").exists()
+
+
+def test_clients_do_not_upload_encoders_of_modalities_they_lack(small_model: MultimodalModel) -> None:
+    from fedmm.core import datasets
+
+    data = datasets.load("synthetic", clients=6, num_samples=600, unimodal_fraction=1.0, seed=0)
+    assert data.client_modalities is not None
+    fed = Federation(small_model, data, FedAvg(), seed=0)
+    history = fed.run(1, progress=False)
+    for rec in history.ledger.records:
+        (mod,) = data.client(rec.client_id).modalities
+        sent = nbytes({g: fed.global_arrays[g] for g in (f"encoder.{mod}", "fusion", "head")})
+        assert rec.bytes_up == sent

@@ -171,7 +171,13 @@ def client_round(
                 if key in report:
                     raise ValueError(f"two techniques report the same key {key!r}")
                 report[key] = value
-    upload = expand_groups(plan.upload, names) if plan.upload is not None else trainable
+    if plan.upload is not None:
+        upload = expand_groups(plan.upload, names)
+    else:
+        # By default send what was trained, except the encoders of modalities this client never
+        # had: they got no gradient, and averaging their unchanged copy would dilute the others'.
+        held = set(data.modalities)
+        upload = tuple(g for g in trainable if not (g.startswith("encoder.") and g.split(".")[1] not in held))
     for t in techniques:
         upload = tuple(t.upload(cctx, report, upload))
     update = get_arrays(model, upload)

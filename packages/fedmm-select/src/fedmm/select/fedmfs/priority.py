@@ -1,0 +1,92 @@
+"""FedMFS priority and top-γ selection as pure functions (Yuan et al., ICC 2024, arXiv 2310.07048, §3.2).
+
+Per client ``k`` and modality ``m`` it owns::
+
+    ϕ̂_m = (ϕ_m − min ϕ) / (max ϕ − min ϕ + ε)          (min–max over the client's modalities)
+    ŝ_m = (|θ_m| − min |θ|) / (max |θ| − min |θ| + ε)
+    P_m = α_s · ϕ̂_m + α_c · (1 − ŝ_m)
+
+and the client uploads the γ modalities with the largest ``P_m`` (ties: lower modality index first).
+A modality the client lacks is never normalised, ranked or uploaded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from fedmm.core.errors import ConfigError
+from fedmm.core.maths.shapley import minmax_normalize
+
+EPS = 1e-10
+
+
+def normalise(values: np.ndarray, available: np.ndarray, eps: float = EPS) -> np.ndarray:
+    """Min–max scaling over the ``available`` entries (0 elsewhere), via core's ``minmax_normalize``."""
+    values = np.asarray(values, dtype=np.float64)
+    available = np.asarray(available, dtype=bool)
+    out = np.zeros(values.shape[0], dtype=np.float64)
+    idx = np.flatnonzero(available)
+    scaled = minmax_normalize({str(i): float(values[i]) for i in idx}, eps=eps)
+    for i in idx:
+        out[i] = scaled[str(i)]
+    return out
+
+
+def priority(
+    shapley: np.ndarray,
+    sizes: np.ndarray,
+    available: np.ndarray,
+    alpha_s: float = 0.5,
+    alpha_c: float = 0.5,
+) -> np.ndarray:
+    """``P_m = α_s ϕ̂_m + α_c (1 − ŝ_m)`` for the available modalities; ``-inf`` for the others."""
+    available = np.asarray(available, dtype=bool)
+    p = alpha_s * normalise(shapley, available) + alpha_c * (1.0 - normalise(sizes, available))
+    return np.where(available, p, -np.inf)
+
+
+def top_gamma(scores: np.ndarray, available: np.ndarray, gamma: int) -> list[int]:
+    """Indices of the ``min(γ, |available|)`` largest scores among the available modalities.
+
+    Stable: equal scores keep the modality order (the lower index wins).
+    """
+    available = np.asarray(available, dtype=bool)
+    idx = [int(i) for i in np.flatnonzero(available)]
+    idx.sort(key=lambda i: (-float(scores[i]), i))
+    return sorted(idx[: max(0, int(gamma))])
+
+
+def random_gamma(available: np.ndarray, gamma: int, rng: np.random.Generator) -> list[int]:
+    """The random-selection baseline: ``min(γ, |available|)`` available modalities drawn uniformly."""
+    idx = np.flatnonzero(np.asarray(available, dtype=bool))
+    k = min(int(gamma), idx.shape[0])
+    return sorted(int(i) for i in rng.choice(idx, size=k, replace=False)) if k else []
+
+
+def check_parameters(
+    alpha_s: float, alpha_c: float, gamma: int, modalities: Sequence[str] | None = None
+) -> None:
+    """Raise :class:`ConfigError` with a clear message for invalid FedMFS parameters."""
+    for name, value in (("alpha_s", alpha_s), ("alpha_c", alpha_c)):
+        if isinstance(value, bool) or not isinstance(value, int | float) or not np.isfinite(value):
+            raise ConfigError(f"FedMFS: {name} must be a finite number, got {value!r}")
+        if value < 0:
+            raise ConfigError(f"FedMFS: {name} must be >= 0 (it weighs a term of the priority), got {value}")
+    if alpha_s == 0 and alpha_c == 0:
+        raise ConfigError("FedMFS: alpha_s and alpha_c are both 0, so the priority cannot rank modalities")
+    if isinstance(gamma, bool) or not isinstance(gamma, int | np.integer):
+        raise ConfigError(
+            f"FedMFS: gamma (modality models uploaded per client) must be an integer, got {gamma!r}"
+        )
+    if gamma < 1:
+        raise ConfigError(f"FedMFS: gamma must be at least 1 (each client uploads gamma models), got {gamma}")
+    if modalities is not None and gamma > len(modalities):
+        raise ConfigError(
+            f"FedMFS: gamma={gamma} exceeds the number of modalities ({len(modalities)}: "
+            f"{', '.join(modalities)}); use 1 <= gamma <= {len(modalities)}"
+        )
+
+
+__all__ = ["EPS", "check_parameters", "normalise", "priority", "random_gamma", "top_gamma"]

@@ -1,0 +1,244 @@
+"""FedMFS as a fedmm technique (Yuan, Han, Chellapandi, Żak, Brinton, IEEE ICC 2024, arXiv 2310.07048).
+
+Hooks used:
+
+* ``configure`` — with a :class:`~fedmm.select.fedmfs.model.ModalityEnsembleModel` (every group is
+  one ``encoder.<m>``) the fused cross-entropy is switched off (``loss_weights["ce"] = 0``) and each
+  modality model is trained on its own NLL (``loss_terms``): the models share no gradients.
+* ``report`` — stage-1 ensemble (random forest over each local modality model's argmax prediction),
+  Shapley impact ϕ_m of every modality the client owns, sizes |θ_m|, priority
+  ``P = α_s ϕ̂ + α_c (1 − ŝ)`` and the top-γ upload list (or a random γ for the baseline).
+* ``upload`` — keeps only the chosen ``encoder.<m>`` groups (other groups, e.g. a late-fusion
+  model's ``fusion``/``head``, are left as they are).
+* default ``aggregate`` — core's per-group FedAvg averages each modality model over its uploaders;
+  a model nobody uploaded stays bit-exact.
+* ``after_round`` — logs ``fedmfs/shapley/<m>`` (mean over reporting clients that own ``m``) and
+  ``fedmfs/uploads/<m>`` (how many clients uploaded it).
+
+With another model (e.g. core's ``late_fusion``) FedMFS still works: the unimodal predictions come
+from ``model(batch, active=(m,))`` and only the encoders are selected.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Mapping
+from typing import Any, Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from fedmm.core.arrays import model_groups
+from fedmm.core.data.types import MISSING_LABEL, Batch, ClientData
+from fedmm.core.errors import ConfigError
+from fedmm.core.maths.shapley import shapley_values
+from fedmm.core.models.model import ModelOutput, expand_groups
+from fedmm.core.protocol import ClientContext, RoundContext, Technique, TrainPlan
+from fedmm.select.fedmfs.evaluation import fit_ensemble, modality_predictions
+from fedmm.select.fedmfs.priority import check_parameters, priority, random_gamma, top_gamma
+
+Selection = Literal["priority", "random"]
+ShapleyBackend = Literal["tree", "exact"]
+
+PER_MODALITY = "fedmfs_per_modality"
+SHAPLEY, AVAILABLE, UPLOAD = "fedmfs/shapley", "fedmfs/available", "fedmfs/upload"
+
+
+class FedMFS(Technique):
+    """Selective modality upload: each client sends only γ modality models per round.
+
+    Args:
+        gamma: modality models a client uploads per round, ``1 <= γ <= M`` (a client owning
+            fewer modalities uploads all it has). ``γ = M`` is the upload-everything baseline.
+        alpha_s: weight of the normalised Shapley impact in the priority (``>= 0``).
+        alpha_c: weight of the normalised model-size saving ``1 − ŝ`` (``>= 0``).
+        selection: ``"priority"`` (FedMFS) or ``"random"`` (baseline: γ modalities uniformly at random).
+        shapley: ``"tree"`` — ``shap.TreeExplainer`` on the random forest, ϕ_m = Σ over explained
+            samples and classes of |SHAP| (as the paper's code); ``"exact"`` — core's
+            ``shapley_values(method="exact")`` with v(T) = mean probability of the true class when
+            the modalities outside T take background values (interventional).
+        n_estimators: trees in the stage-1 random forest.
+        shap_samples: background (and explained) points sampled from the client's data.
+    """
+
+    name = "fedmfs"
+
+    def __init__(
+        self,
+        gamma: int = 1,
+        alpha_s: float = 0.5,
+        alpha_c: float = 0.5,
+        selection: Selection = "priority",
+        shapley: ShapleyBackend = "tree",
+        n_estimators: int = 10,
+        shap_samples: int = 50,
+    ) -> None:
+        check_parameters(alpha_s, alpha_c, gamma)
+        if selection not in ("priority", "random"):
+            raise ConfigError(f"FedMFS: selection must be 'priority' or 'random', got {selection!r}")
+        if shapley not in ("tree", "exact"):
+            raise ConfigError(
+                f"FedMFS: shapley must be 'tree' (shap.TreeExplainer) or 'exact', got {shapley!r}"
+            )
+        for name, value in (("n_estimators", n_estimators), ("shap_samples", shap_samples)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"FedMFS: {name} must be a positive integer, got {value!r}")
+        self.gamma = int(gamma)
+        self.alpha_s = float(alpha_s)
+        self.alpha_c = float(alpha_c)
+        self.selection: Selection = selection
+        self.shapley: ShapleyBackend = shapley
+        self.n_estimators = n_estimators
+        self.shap_samples = shap_samples
+
+    def config(self) -> dict[str, Any]:
+        return {
+            "gamma": self.gamma,
+            "alpha_s": self.alpha_s,
+            "alpha_c": self.alpha_c,
+            "selection": self.selection,
+            "shapley": self.shapley,
+            "n_estimators": self.n_estimators,
+            "shap_samples": self.shap_samples,
+        }
+
+    # -- server ------------------------------------------------------------------------------
+    def configure(self, ctx: RoundContext, client_id: int, plan: TrainPlan) -> TrainPlan:
+        names = [m.name for m in ctx.modalities]
+        check_parameters(self.alpha_s, self.alpha_c, self.gamma, names)
+        if set(ctx.groups) == {f"encoder.{m}" for m in names}:
+            # Independent modality models: one NLL per modality instead of the fused CE.
+            plan = plan.replace(loss_weights={**plan.loss_weights, "ce": 0.0})
+            return plan.with_extra(**{PER_MODALITY: True})
+        return plan
+
+    def after_round(self, ctx: RoundContext, metrics: dict[str, Any]) -> None:
+        names = [m.name for m in ctx.modalities]
+        reports = [r.report for r in ctx.results if SHAPLEY in r.report]
+        if not reports:
+            return
+        phi = np.stack([np.asarray(r[SHAPLEY], dtype=np.float64) for r in reports])
+        has = np.stack([np.asarray(r[AVAILABLE], dtype=bool) for r in reports])
+        sent = np.stack([np.asarray(r[UPLOAD], dtype=bool) for r in reports])
+        for j, m in enumerate(names):
+            if has[:, j].any():
+                metrics[f"fedmfs/shapley/{m}"] = float(phi[has[:, j], j].mean())
+            metrics[f"fedmfs/uploads/{m}"] = int(sent[:, j].sum())
+
+    # -- client ------------------------------------------------------------------------------
+    def loss_terms(
+        self, cctx: ClientContext, batch: Batch, outputs: ModelOutput
+    ) -> Mapping[str, torch.Tensor]:
+        if not cctx.plan.extra.get(PER_MODALITY):
+            return {}
+        labelled = batch.labels != MISSING_LABEL
+        terms: dict[str, torch.Tensor] = {}
+        for j, m in enumerate(batch.modalities):
+            mask = outputs.present[:, j] & labelled
+            if bool(mask.any()):
+                terms[f"fedmfs/nll/{m}"] = F.cross_entropy(outputs.embeddings[m][mask], batch.labels[mask])
+        return terms
+
+    def report(self, cctx: ClientContext, model: nn.Module, data: ClientData) -> Mapping[str, Any]:
+        names = [m.name for m in cctx.modalities]
+        owned = set(data.modalities)
+        available = np.array([m in owned for m in names], dtype=bool)
+        seed = int(torch.randint(0, 2**31 - 1, (1,), generator=cctx.generator))
+        phi = np.zeros(len(names), dtype=np.float64)
+        if available.sum() > 1:  # also for the random baseline, so its Shapley curves are logged too
+            phi = self._shapley(model, data, available, seed)
+        if self.selection == "random":
+            chosen = random_gamma(available, self.gamma, np.random.default_rng(seed))
+        else:
+            sizes = self._sizes(model, names)
+            scores = priority(phi, sizes, available, self.alpha_s, self.alpha_c)
+            chosen = top_gamma(scores, available, self.gamma)
+        upload = np.zeros(len(names), dtype=np.int8)
+        upload[chosen] = 1
+        # Small arrays: they count as uploaded bytes (a few dozen bytes per client).
+        return {SHAPLEY: phi.astype(np.float32), AVAILABLE: available.astype(np.int8), UPLOAD: upload}
+
+    def upload(
+        self, cctx: ClientContext, report: Mapping[str, Any], groups: tuple[str, ...]
+    ) -> tuple[str, ...]:
+        if UPLOAD not in report:
+            return groups
+        names = [m.name for m in cctx.modalities]
+        chosen = {names[j] for j in np.flatnonzero(np.asarray(report[UPLOAD]))}
+        return tuple(g for g in groups if not g.startswith("encoder.") or g.split(".")[1] in chosen)
+
+    # -- helpers -----------------------------------------------------------------------------
+    @staticmethod
+    def _sizes(model: nn.Module, names: list[str]) -> np.ndarray:
+        """|θ_m|: number of values in modality m's groups (parameters and buffers)."""
+        groups = model_groups(model)
+        state = model.state_dict()
+        sizes = np.zeros(len(names), dtype=np.float64)
+        for j, m in enumerate(names):
+            for g in expand_groups([f"encoder.{m}"], groups):
+                sizes[j] += sum(state[k].numel() for k in groups[g])
+        return sizes
+
+    def _shapley(self, model: nn.Module, data: ClientData, available: np.ndarray, seed: int) -> np.ndarray:
+        """Shapley impact of each owned modality on the stage-1 ensemble (0 for the others)."""
+        labelled = data.labelled()
+        y = labelled.labels()
+        phi = np.zeros(available.shape[0], dtype=np.float64)
+        if y.shape[0] < 2 or np.unique(y).shape[0] < 2:
+            return phi  # no ensemble to explain: priority falls back to size alone
+        cols = np.flatnonzero(available)
+        u_all = modality_predictions(model, labelled.samples, labelled.indices, labelled.modality_mask)
+        u = u_all[:, cols]
+        rf = fit_ensemble(u, y, seed, self.n_estimators)
+        rng = np.random.default_rng(seed)
+        pick = rng.choice(u.shape[0], size=min(self.shap_samples, u.shape[0]), replace=False)
+        sample = u[pick]
+        if self.shapley == "tree":
+            values = _tree_shap(rf, sample)
+        else:
+            values = _exact_shap(rf, sample, y[pick], [str(j) for j in range(cols.shape[0])])
+        phi[cols] = values
+        return phi
+
+
+def _tree_shap(rf: object, sample: np.ndarray) -> np.ndarray:
+    """ϕ_j = Σ_{samples, classes} |SHAP| from ``shap.TreeExplainer`` (interventional, background = sample)."""
+    with warnings.catch_warnings():  # shap's import emits deprecation noise
+        warnings.simplefilter("ignore")
+        import shap  # slow import (numba): only when a client computes Shapley values
+
+        explainer = shap.TreeExplainer(
+            rf, data=sample.astype(np.float64), feature_perturbation="interventional"
+        )
+        raw = explainer.shap_values(sample.astype(np.float64), check_additivity=False)
+    f = sample.shape[1]
+    if isinstance(raw, list):  # older shap: one (n, f) array per class
+        return np.sum([np.abs(np.asarray(v)).sum(axis=0) for v in raw], axis=0)
+    arr = np.abs(np.asarray(raw, dtype=np.float64))
+    if arr.ndim == 2:
+        return arr.sum(axis=0)
+    # (n, f, classes) in current shap; find the feature axis defensively.
+    axis = 1 if arr.shape[1] == f else 2
+    return arr.sum(axis=tuple(a for a in range(arr.ndim) if a != axis))
+
+
+def _exact_shap(rf: Any, sample: np.ndarray, y: np.ndarray, players: list[str]) -> np.ndarray:
+    """Core's exact Shapley values; v(T) = mean P(true class) with features outside T from the background."""
+    n, f = sample.shape
+    col = {c: i for i, c in enumerate(rf.classes_)}
+    target = np.array([col.get(int(c), -1) for c in y])
+
+    def value(coalition: frozenset[str]) -> float:
+        keep = np.array([p in coalition for p in players])
+        # Every explained row against every background row (interventional masking).
+        x = np.where(keep[None, None, :], sample[:, None, :], sample[None, :, :]).reshape(n * n, f)
+        proba = rf.predict_proba(x).reshape(n, n, -1).mean(axis=1)
+        return float(np.mean(np.where(target >= 0, proba[np.arange(n), np.maximum(target, 0)], 0.0)))
+
+    phi = shapley_values(value, players, method="exact")
+    return np.array([phi[p] for p in players], dtype=np.float64)
+
+
+__all__ = ["FedMFS"]

@@ -1,0 +1,73 @@
+"""FedMFS priority, top-γ selection and parameter validation (pure functions, hand-computed cases)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from fedmm.core.config import TechniqueSection, build_technique
+from fedmm.core.errors import ConfigError
+from fedmm.select.fedmfs import FedMFS, normalise, priority, random_gamma, top_gamma
+
+
+def test_select_fedmfs_priority_hand_computed() -> None:
+    phi = np.array([10.0, 2.0, 6.0])
+    sizes = np.array([100.0, 1000.0, 400.0])
+    avail = np.ones(3, dtype=bool)
+    # ϕ̂ = [1, 0, 0.5]; ŝ = [0, 1, 1/3]; P = 0.6 ϕ̂ + 0.4 (1 − ŝ) = [1.0, 0.0, 0.5667]
+    p = priority(phi, sizes, avail, alpha_s=0.6, alpha_c=0.4)
+    np.testing.assert_allclose(p, [1.0, 0.0, 0.3 + 0.4 * (2 / 3)], atol=1e-8)
+    assert top_gamma(p, avail, 1) == [0]
+    assert top_gamma(p, avail, 2) == [0, 2]
+    assert top_gamma(p, avail, 3) == [0, 1, 2]
+    # Shapley only / size only.
+    assert top_gamma(priority(phi, sizes, avail, 1.0, 0.0), avail, 1) == [0]
+    assert top_gamma(priority(np.array([1.0, 9.0, 5.0]), sizes, avail, 0.0, 1.0), avail, 1) == [0]
+
+
+def test_select_fedmfs_missing_modalities_and_ties() -> None:
+    phi = np.array([10.0, 99.0, 6.0])
+    sizes = np.array([100.0, 1.0, 400.0])
+    avail = np.array([True, False, True])
+    # Normalisation ignores the missing modality: ϕ̂ = [1, ·, 0], ŝ = [0, ·, 1].
+    np.testing.assert_allclose(normalise(phi, avail), [1.0, 0.0, 0.0], atol=1e-8)
+    p = priority(phi, sizes, avail)
+    assert p[1] == -np.inf
+    assert top_gamma(p, avail, 3) == [0, 2]  # |U| = min(γ, |M_k|), never the missing one
+    # Equal priorities: the lower modality index wins.
+    assert top_gamma(np.array([0.5, 0.5, 0.5]), np.ones(3, dtype=bool), 1) == [0]
+    # One modality: ϕ̂ = ŝ = 0, still uploaded.
+    one = np.array([False, True, False])
+    assert top_gamma(priority(phi, sizes, one), one, 1) == [1]
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        pick = random_gamma(avail, 2, rng)
+        assert pick == [0, 2]
+        assert random_gamma(avail, 1, rng)[0] in (0, 2)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"gamma": 0}, "gamma must be at least 1"),
+        ({"gamma": 1.5}, "gamma .* must be an integer"),
+        ({"alpha_s": -0.1}, "alpha_s must be >= 0"),
+        ({"alpha_c": float("nan")}, "alpha_c must be a finite number"),
+        ({"alpha_s": 0.0, "alpha_c": 0.0}, "both 0"),
+        ({"selection": "greedy"}, "selection must be 'priority' or 'random'"),
+        ({"shapley": "kernel"}, "shapley must be 'tree'"),
+        ({"n_estimators": 0}, "n_estimators must be a positive integer"),
+    ],
+)
+def test_select_fedmfs_bad_parameters(kwargs: dict[str, object], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        FedMFS(**kwargs)  # type: ignore[arg-type]
+
+
+def test_select_fedmfs_config_roundtrip_and_toml() -> None:
+    t = FedMFS(gamma=2, alpha_s=0.7, alpha_c=0.3, selection="random")
+    assert FedMFS(**t.config()).config() == t.config()
+    built = build_technique(TechniqueSection(name="fedmfs", gamma=1))  # type: ignore[call-arg]
+    assert isinstance(built, FedMFS) and built.gamma == 1
+    with pytest.raises(ConfigError, match="gamma must be at least 1"):
+        build_technique(TechniqueSection(name="fedmfs", gamma=0))  # type: ignore[call-arg]
