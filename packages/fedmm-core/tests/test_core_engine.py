@@ -319,3 +319,28 @@ def test_clients_do_not_upload_encoders_of_modalities_they_lack(small_model: Mul
         (mod,) = data.client(rec.client_id).modalities
         sent = nbytes({g: fed.global_arrays[g] for g in (f"encoder.{mod}", "fusion", "head")})
         assert rec.bytes_up == sent
+
+
+class Builds(Technique):
+    name = "builds"
+
+    def create_model(self, data: FederatedDataset, options: Mapping[str, Any]) -> torch.nn.Module | None:
+        from fedmm.core.models import late_fusion
+
+        return late_fusion(data.modalities, data.num_classes, encoders={"a": "mlp", "b": "mlp"}, hidden=7)
+
+
+class AlsoBuilds(Builds):
+    name = "also-builds"
+
+
+def test_a_technique_can_own_the_model(small_data: FederatedDataset) -> None:
+    from fedmm.core.config import parse_config
+    from fedmm.core.runner import build_model
+
+    strategy = FedAvg([Builds()])
+    cfg = parse_config({"data": {"name": "synthetic"}})
+    model = build_model(cfg, small_data, strategy)
+    assert model.head.in_features == 7  # type: ignore[union-attr]
+    with pytest.raises(ConfigError, match="Builds and AlsoBuilds both own the 'create_model' step"):
+        FedAvg([Builds(), AlsoBuilds()])

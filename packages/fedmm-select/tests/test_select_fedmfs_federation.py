@@ -16,6 +16,7 @@ from fedmm.core.federation import Federation
 from fedmm.core.protocol import FedAvg
 from fedmm.core.runner import build_federation
 from fedmm.select.fedmfs import FedMFS, modality_ensemble, personalised_accuracy
+from fedmm.select.fedmfs.model import ModalityEnsembleModel
 
 
 def _data(unimodal_fraction: float = 0.0) -> FederatedDataset:
@@ -82,19 +83,25 @@ def test_select_fedmfs_gamma_above_modalities_and_toml() -> None:
     data = _data()
     with pytest.raises(ConfigError, match="gamma=3 exceeds the number of modalities"):
         _run(data, FedMFS(gamma=3), rounds=1)
-    # From TOML, with core's late-fusion model: the chosen encoder plus fusion/head go up.
-    cfg = parse_config(
-        {
-            "run": {"rounds": 1},
-            "data": {
-                "name": "synthetic",
-                "clients": 3,
-                "options": {"num_samples": 300, "num_classes": 3},
-            },
-            "techniques": [{"name": "fedmfs", "gamma": 1}],
-        }
-    )
-    fed = build_federation(cfg)
-    fed.run(1, progress=False)
-    last = fed.history.rounds[-1]
-    assert last["fedmfs/uploads/a"] + last["fedmfs/uploads/b"] == 3
+    # From TOML: by default the technique builds the paper's per-modality models (one group each);
+    # with model = "late_fusion" core's model is used and fusion/head go up with the chosen encoder.
+    for kind, groups in (("ensemble", {"encoder.a", "encoder.b"}), ("late_fusion", None)):
+        cfg = parse_config(
+            {
+                "run": {"rounds": 1},
+                "data": {
+                    "name": "synthetic",
+                    "clients": 3,
+                    "options": {"num_samples": 300, "num_classes": 3},
+                },
+                "techniques": [{"name": "fedmfs", "gamma": 1, "model": kind}],
+            }
+        )
+        fed = build_federation(cfg)
+        if groups is not None:
+            assert isinstance(fed.model, ModalityEnsembleModel) and set(fed.groups) == groups
+        else:
+            assert {"fusion", "head"} <= set(fed.groups)
+        fed.run(1, progress=False)
+        last = fed.history.rounds[-1]
+        assert last["fedmfs/uploads/a"] + last["fedmfs/uploads/b"] == 3

@@ -32,7 +32,7 @@ from fedmm.core.errors import ConfigError
 if TYPE_CHECKING:
     from torch import nn
 
-    from fedmm.core.data.types import Batch, ClientData, ModalitySpec, SampleSet
+    from fedmm.core.data.types import Batch, ClientData, FederatedDataset, ModalitySpec, SampleSet
     from fedmm.core.ledger import ClientCost
     from fedmm.core.models.model import ModelOutput
 
@@ -185,6 +185,13 @@ class Technique:
     name: ClassVar[str] = "technique"
     owns: ClassVar[frozenset[str]] = frozenset()
 
+    # -- set-up ------------------------------------------------------------------------------
+    def create_model(self, data: FederatedDataset, options: Mapping[str, Any]) -> nn.Module | None:
+        """The model this technique needs (owned: at most one technique per strategy), or None
+        for the default late-fusion model. ``options`` are the ``[model]`` config fields
+        (``encoders``, ``encoder_options``, ``embed_dim``, ...)."""
+        return None
+
     # -- server ------------------------------------------------------------------------------
     def select_clients(self, ctx: RoundContext, candidates: np.ndarray) -> np.ndarray:
         return candidates
@@ -230,7 +237,9 @@ class Technique:
         return f"{type(self).__name__}({self.config()})"
 
 
-OWNABLE_STEPS = ("aggregate", "select_clients")
+OWNABLE_STEPS = ("aggregate", "select_clients", "create_model")
+# Steps whose mere implementation makes a technique their owner.
+_OWNED_BY_OVERRIDE = ("aggregate", "create_model")
 
 
 class Strategy:
@@ -257,7 +266,9 @@ class Strategy:
                 raise ConfigError(f"{t!r} is not a fedmm Technique")
         for step in OWNABLE_STEPS:
             owners = [
-                t for t in self.techniques if step in t.owns or (step == "aggregate" and _overrides(t, step))
+                t
+                for t in self.techniques
+                if step in t.owns or (step in _OWNED_BY_OVERRIDE and _overrides(t, step))
             ]
             if len(owners) > 1:
                 names = " and ".join(type(t).__name__ for t in owners)
@@ -329,6 +340,13 @@ class Strategy:
     def after_round(self, ctx: RoundContext, metrics: dict[str, Any]) -> None:
         for t in self.techniques:
             t.after_round(ctx, metrics)
+
+    def create_model(self, data: FederatedDataset, options: Mapping[str, Any]) -> nn.Module | None:
+        """The model of the technique that owns ``create_model``, or None (use the default)."""
+        for t in self.techniques:
+            if _overrides(t, "create_model"):
+                return t.create_model(data, options)
+        return None
 
     # -- client steps ------------------------------------------------------------------------
     def client_hooks(self, name: str) -> list[Technique]:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
 from fedmm.core.config import RunConfig, build_technique
 from fedmm.core.data.registry import load as load_dataset
@@ -22,7 +23,7 @@ from fedmm.core.data.types import FederatedDataset
 from fedmm.core.errors import ConfigError
 from fedmm.core.federation import Federation, History
 from fedmm.core.measure import peak_rss_bytes
-from fedmm.core.models.model import MultimodalModel, late_fusion
+from fedmm.core.models.model import late_fusion
 from fedmm.core.protocol import FedAvg, Strategy
 
 
@@ -45,9 +46,14 @@ def build_dataset(cfg: RunConfig) -> FederatedDataset:
     )
 
 
-def build_model(cfg: RunConfig, data: FederatedDataset) -> MultimodalModel:
+def build_model(cfg: RunConfig, data: FederatedDataset, strategy: Strategy | None = None) -> nn.Module:
+    """The technique-owned model if a technique creates one, else core's late-fusion model."""
     torch.manual_seed(cfg.run.seed)
     m = cfg.model
+    if strategy is not None:
+        own = strategy.create_model(data, m.model_dump())
+        if own is not None:
+            return own
     return late_fusion(
         data.modalities,
         data.num_classes,
@@ -82,8 +88,9 @@ def build_federation(cfg: RunConfig, data: FederatedDataset | None = None) -> Fe
     if cfg.run.threads:
         torch.set_num_threads(cfg.run.threads)
     data = data if data is not None else build_dataset(cfg)
+    strategy = build_strategy(cfg)
     return Federation(
-        build_model(cfg, data), data, build_strategy(cfg), seed=cfg.run.seed, eval_every=cfg.run.eval_every
+        build_model(cfg, data, strategy), data, strategy, seed=cfg.run.seed, eval_every=cfg.run.eval_every
     )
 
 

@@ -31,12 +31,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from fedmm.core.arrays import model_groups
-from fedmm.core.data.types import MISSING_LABEL, Batch, ClientData
+from fedmm.core.data.types import MISSING_LABEL, Batch, ClientData, FederatedDataset
 from fedmm.core.errors import ConfigError
 from fedmm.core.maths.shapley import shapley_values
 from fedmm.core.models.model import ModelOutput, expand_groups
 from fedmm.core.protocol import ClientContext, RoundContext, Technique, TrainPlan
 from fedmm.select.fedmfs.evaluation import fit_ensemble, modality_predictions
+from fedmm.select.fedmfs.model import modality_ensemble
 from fedmm.select.fedmfs.priority import check_parameters, priority, random_gamma, top_gamma
 
 Selection = Literal["priority", "random"]
@@ -61,6 +62,9 @@ class FedMFS(Technique):
             the modalities outside T take background values (interventional).
         n_estimators: trees in the stage-1 random forest.
         shap_samples: background (and explained) points sampled from the client's data.
+        model: the model a config-built run uses (``create_model``): ``"ensemble"`` = the paper's
+            independent per-modality models; ``"late_fusion"`` = core's default model (then the
+            top-γ encoders plus ``fusion``/``head`` are uploaded).
     """
 
     name = "fedmfs"
@@ -74,8 +78,11 @@ class FedMFS(Technique):
         shapley: ShapleyBackend = "tree",
         n_estimators: int = 10,
         shap_samples: int = 50,
+        model: Literal["ensemble", "late_fusion"] = "ensemble",
     ) -> None:
         check_parameters(alpha_s, alpha_c, gamma)
+        if model not in ("ensemble", "late_fusion"):
+            raise ConfigError(f"FedMFS: model must be 'ensemble' or 'late_fusion', got {model!r}")
         if selection not in ("priority", "random"):
             raise ConfigError(f"FedMFS: selection must be 'priority' or 'random', got {selection!r}")
         if shapley not in ("tree", "exact"):
@@ -92,6 +99,7 @@ class FedMFS(Technique):
         self.shapley: ShapleyBackend = shapley
         self.n_estimators = n_estimators
         self.shap_samples = shap_samples
+        self.model_kind = model
 
     def config(self) -> dict[str, Any]:
         return {
@@ -102,7 +110,23 @@ class FedMFS(Technique):
             "shapley": self.shapley,
             "n_estimators": self.n_estimators,
             "shap_samples": self.shap_samples,
+            "model": self.model_kind,
         }
+
+    # -- set-up ------------------------------------------------------------------------------
+    def create_model(self, data: FederatedDataset, options: Mapping[str, Any]) -> nn.Module | None:
+        """The paper's independent per-modality models (``model="ensemble"``), built from the
+        ``[model]`` section's ``encoders`` / ``encoder_options`` / ``embed_dim``; ``None`` keeps
+        core's late-fusion model (``model="late_fusion"``)."""
+        if self.model_kind != "ensemble":
+            return None
+        return modality_ensemble(
+            data.modalities,
+            data.num_classes,
+            encoders=options.get("encoders") or None,
+            encoder_options=options.get("encoder_options") or None,
+            embed_dim=int(options.get("embed_dim", 64)),
+        )
 
     # -- server ------------------------------------------------------------------------------
     def configure(self, ctx: RoundContext, client_id: int, plan: TrainPlan) -> TrainPlan:
