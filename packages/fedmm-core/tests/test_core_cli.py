@@ -181,3 +181,8 @@ def test_a_technique_that_fails_to_import_is_a_clear_error(monkeypatch: pytest.M
     cfg = parse_config({"data": {"name": "synthetic"}, "techniques": [{"name": "broken"}]})
     with pytest.raises(ConfigError, match="registered but failed to import"):
         config.build_technique(cfg.techniques[0])
+
+
+def test_bench_plots_only_where_a_benchmark_draws_them(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["bench", "core-scale", "--quick", "--plots", "somewhere"]) == 2
+    assert "draws no plots" in capsys.readouterr().err

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -105,3 +107,20 @@ def test_select_fedmfs_gamma_above_modalities_and_toml() -> None:
         fed.run(1, progress=False)
         last = fed.history.rounds[-1]
         assert last["fedmfs/uploads/a"] + last["fedmfs/uploads/b"] == 3
+
+
+def test_select_fedmfs_bench_draws_paper_style_curves(tmp_path: Path) -> None:
+    from fedmm.select.fedmfs.bench import _compare
+
+    out = _compare(
+        make_synthetic(300, num_classes=3, seed=0),
+        rounds=2,
+        clients=3,
+        partition="iid",
+        encoders={"a": "mlp", "b": "mlp"},
+        encoder_options={},
+        strategy=dict(local_epochs=1, batch_size=32, lr=0.05),
+        plot=tmp_path / "curves.png",
+    )
+    assert (tmp_path / "curves.png").stat().st_size > 0
+    assert out["bytes_up_all"] > out["bytes_up_fedmfs"] > 0

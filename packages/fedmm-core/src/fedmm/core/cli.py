@@ -7,6 +7,7 @@ message with exit code 2, never as a traceback.
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import logging
 import sys
@@ -85,7 +86,13 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         return 0
     if args.name not in found:
         raise ConfigError(f"unknown benchmark {args.name!r}; available: {', '.join(sorted(found))}")
-    result = found[args.name].load()(quick=args.quick)
+    bench = found[args.name].load()
+    kwargs: dict[str, Any] = {"quick": args.quick}
+    if args.plots:
+        if "plots_dir" not in inspect.signature(bench).parameters:
+            raise ConfigError(f"benchmark {args.name!r} draws no plots; leave out --plots")
+        kwargs["plots_dir"] = args.plots
+    result = bench(**kwargs)
     line = json.dumps(result, sort_keys=True)
     if args.output:
         Path(args.output).write_text(json.dumps(result, indent=2, sort_keys=True))
@@ -137,6 +144,7 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("name", nargs="?", help="benchmark name, or 'list'")
     p.add_argument("--quick", action="store_true", help="the short variant (minutes on 2 cores)")
     p.add_argument("-o", "--output", help="also write the JSON result to this file")
+    p.add_argument("--plots", help="write the benchmark's curve plots to this folder (where it draws any)")
     p.set_defaults(func=_cmd_bench)
 
     p = sub.add_parser("datasets", help="list datasets or build one's cache")

@@ -22,6 +22,7 @@ whole training set under the final model (the same measure for every run).
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -32,6 +33,7 @@ from fedmm.core.data.types import FederatedDataset, SampleSet
 from fedmm.core.federation import Federation
 from fedmm.core.maths.prototypes import class_prototypes, nearest_prototype_accuracy
 from fedmm.core.models.model import late_fusion
+from fedmm.core.plots import plot_compare
 from fedmm.core.protocol import FedAvg, Technique
 from fedmm.select.bmsfed.technique import BMSFed
 
@@ -63,7 +65,12 @@ def _proto_accuracy(model: torch.nn.Module, data: FederatedDataset, modality: st
 
 
 def _train(
-    data: FederatedDataset, techniques: list[Technique], rounds: int, seed: int, lr: float
+    data: FederatedDataset,
+    techniques: list[Technique],
+    rounds: int,
+    seed: int,
+    lr: float,
+    curves: list[dict[str, Any]] | None = None,
 ) -> dict[str, float]:
     torch.manual_seed(seed)
     model = late_fusion(
@@ -74,6 +81,8 @@ def _train(
     )
     fed = Federation(model, data, strategy, seed=seed, eval_every=1)
     history = fed.run(rounds, progress=False)
+    if curves is not None:
+        curves.extend(history.rounds)
     last = [r for r in history.rounds if "accuracy" in r][-SMOOTH:]
     mean = {key: float(np.mean([r[key] for r in last])) for key in ("accuracy", f"accuracy/{WEAK}")}
     mean[f"accuracy/{STRONG}"] = float(np.mean([r[f"accuracy/{STRONG}"] for r in last]))
@@ -82,7 +91,12 @@ def _train(
     return mean
 
 
-def run(quick: bool = False, progress: bool = False, seeds: tuple[int, ...] | None = None) -> dict[str, Any]:
+def run(
+    quick: bool = False,
+    progress: bool = False,
+    seeds: tuple[int, ...] | None = None,
+    plots_dir: str | None = None,
+) -> dict[str, Any]:
     """Run the three arms and return the JSON record (``quick``: 60 rounds, seeds 0–2; else 150, 0–4).
 
     Each seed re-draws the partition, the unimodal clients and the initial weights.
@@ -111,15 +125,25 @@ def run(quick: bool = False, progress: bool = False, seeds: tuple[int, ...] | No
     for lr in LEARNING_RATES:
         suffix = "" if lr == LEARNING_RATES[0] else f"_lr{lr}"
         arms: dict[str, list[dict[str, float]]] = {"bmsfed": [], "random": [], "no_me": []}
+        curves: dict[str, list[dict[str, Any]]] = {}
         for seed in seeds:
             data = federate(
                 central, clients=CLIENTS, partition="dirichlet", alpha=0.5, unimodal_fraction=0.3, seed=seed
             )
-            arms["random"].append(_train(data, [], rounds, seed, lr))
+
+            # Curves (plots_dir): accuracy vs round and vs bytes of the first seed's runs.
+            draw = bool(plots_dir) and seed == seeds[0]
+            arms["random"].append(
+                _train(data, [], rounds, seed, lr, curves.setdefault("random", []) if draw else None)
+            )
             bms: list[Technique] = [BMSFed(clients_per_round=K, **BMSFED_ARGS)]
-            arms["bmsfed"].append(_train(data, bms, rounds, seed, lr))
+            arms["bmsfed"].append(
+                _train(data, bms, rounds, seed, lr, curves.setdefault("bmsfed", []) if draw else None)
+            )
             no_me: list[Technique] = [BMSFed(clients_per_round=K, **{**BMSFED_ARGS, "me_weight": 0.0})]
-            arms["no_me"].append(_train(data, no_me, rounds, seed, lr))
+            arms["no_me"].append(
+                _train(data, no_me, rounds, seed, lr, curves.setdefault("no_me", []) if draw else None)
+            )
         for arm, runs in arms.items():
             key = f"{arm}{suffix}"
             out[f"accuracy_{key}"] = float(np.mean([r["accuracy"] for r in runs]))
@@ -136,5 +160,8 @@ def run(quick: bool = False, progress: bool = False, seeds: tuple[int, ...] | No
         out[f"weak_gain_vs_random{suffix}"] = weak_gain
         out[f"accuracy_gain_vs_random{suffix}"] = acc_gain
         out[f"target_met{suffix}"] = bool(weak_gain >= 0.03 and acc_gain >= 0.0)
+        if plots_dir:
+            Path(plots_dir).mkdir(parents=True, exist_ok=True)
+            plot_compare(curves, Path(plots_dir) / f"bmsfed_lr{lr}_seed{seeds[0]}.png")
     out["seconds"] = time.perf_counter() - start
     return out

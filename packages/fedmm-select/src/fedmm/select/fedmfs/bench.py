@@ -20,6 +20,7 @@ sensors the same 1-D conv net each (so at most a 2x reduction is possible there 
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -29,6 +30,7 @@ from fedmm.core.data.registry import federate, load_central
 from fedmm.core.data.synthetic import make_synthetic
 from fedmm.core.data.types import CentralDataset
 from fedmm.core.federation import Federation
+from fedmm.core.plots import plot_compare
 from fedmm.core.protocol import FedAvg
 from fedmm.select.fedmfs.evaluation import personalised_accuracy
 from fedmm.select.fedmfs.model import modality_ensemble
@@ -46,10 +48,12 @@ def _compare(
     strategy: dict[str, Any],
     gamma: int = 1,
     seed: int = 0,
+    plot: Path | None = None,
 ) -> dict[str, Any]:
     data = federate(central, clients=clients, partition=partition, alpha=0.5, seed=seed)  # type: ignore[arg-type]
     m = len(data.modalities)
     out: dict[str, Any] = {}
+    curves: dict[str, list[dict[str, Any]]] = {}
     variants = {
         "all": FedMFS(gamma=m),
         "fedmfs": FedMFS(gamma=gamma),
@@ -61,8 +65,11 @@ def _compare(
             data.modalities, data.num_classes, encoders=encoders, encoder_options=encoder_options
         )
         out.setdefault("params", model.parameter_counts())
-        fed = Federation(model, data, FedAvg([technique], **strategy), seed=seed, eval_every=rounds)
+        # Curves need an evaluation every round; the figures alone need only the last one.
+        every = 1 if plot is not None else rounds
+        fed = Federation(model, data, FedAvg([technique], **strategy), seed=seed, eval_every=every)
         history = fed.run(rounds, progress=False)
+        curves[f"{name} (gamma={technique.gamma})"] = history.rounds
         out[f"accuracy_{name}"] = personalised_accuracy(fed.model, data, seed=seed)
         out[f"global_accuracy_{name}"] = float(history.rounds[-1].get("accuracy", float("nan")))
         out[f"bytes_up_{name}"] = int(history.ledger.totals()["bytes_up"])
@@ -74,6 +81,9 @@ def _compare(
         shap_last = {mod: float(history.last(f"fedmfs/shapley/{mod}")) for mod in data.modality_names}
         if name == "fedmfs":
             out["shapley_last_round"] = shap_last
+    if plot is not None:
+        # The paper-style curves: global accuracy vs round and vs cumulative bytes exchanged.
+        plot_compare(curves, plot)
     out["clients"] = data.num_clients
     out["upload_reduction"] = out["bytes_up_all"] / max(out["bytes_up_fedmfs"], 1)
     out["accuracy_drop_pp"] = 100.0 * (out["accuracy_all"] - out["accuracy_fedmfs"])
@@ -95,8 +105,18 @@ SYNTHETIC6 = (
 )
 
 
-def run(quick: bool = False, progress: bool = False) -> dict[str, Any]:
-    """FedMFS vs upload-all vs random selection on av-digits, hapt and a 6-modality synthetic set."""
+def run(quick: bool = False, progress: bool = False, plots_dir: str | None = None) -> dict[str, Any]:
+    """FedMFS vs upload-all vs random selection on av-digits, hapt and a 6-modality synthetic set.
+
+    ``plots_dir``: also evaluate every round and write one curve plot per data set there.
+    """
+    plots = Path(plots_dir) if plots_dir else None
+    if plots is not None:
+        plots.mkdir(parents=True, exist_ok=True)
+
+    def plot(tag: str) -> Path | None:
+        return plots / f"fedmfs_{tag}.png" if plots is not None else None
+
     torch.set_num_threads(1)  # small models: one thread per process is fastest on few cores
     start = time.perf_counter()
     result: dict[str, Any] = {
@@ -116,6 +136,7 @@ def run(quick: bool = False, progress: bool = False) -> dict[str, Any]:
         encoders={"image": "mlp", "audio": "lstm"},
         encoder_options={"image": {"hidden": 64}, "audio": {"hidden": 128}},
         strategy=dict(local_epochs=2, batch_size=32, lr=0.05, momentum=0.9),
+        plot=plot("av-digits"),
     )
     result.update(av)
     result["t_av_digits_s"] = time.perf_counter() - start
@@ -130,6 +151,7 @@ def run(quick: bool = False, progress: bool = False) -> dict[str, Any]:
         encoders={"image": "mlp", "audio": "conv1d"},
         encoder_options={"image": {"hidden": 64}},
         strategy=dict(local_epochs=2, batch_size=32, lr=0.05, momentum=0.9),
+        plot=plot("av-digits_audio-conv1d"),
     )
     result.update(_suffixed(av_conv, "_audio_conv1d"))
     result["t_audio_conv1d_s"] = time.perf_counter() - t
@@ -143,6 +165,7 @@ def run(quick: bool = False, progress: bool = False) -> dict[str, Any]:
         encoders={"acc": "conv1d", "gyro": "conv1d"},
         encoder_options={},
         strategy=dict(local_epochs=1, batch_size=32, lr=0.05, momentum=0.9),
+        plot=plot("hapt"),
     )
     result.update(_suffixed(hapt, "_hapt"))
     result["t_hapt_s"] = time.perf_counter() - t
@@ -157,6 +180,7 @@ def run(quick: bool = False, progress: bool = False) -> dict[str, Any]:
         encoders={m[0]: "mlp" for m in SYNTHETIC6},
         encoder_options={m[0]: {"hidden": 64} for m in SYNTHETIC6},
         strategy=dict(local_epochs=1, batch_size=32, lr=0.05, momentum=0.9),
+        plot=plot("synthetic6"),
         gamma=2,
     )
     informative = {"inf_a", "inf_b"}
