@@ -51,14 +51,6 @@ class History:
                 return float(r[key])
         return default
 
-    def series(self, key: str) -> tuple[list[int], list[float]]:
-        xs, ys = [], []
-        for r in self.rounds:
-            if key in r:
-                xs.append(int(r["round"]))
-                ys.append(float(r[key]))
-        return xs, ys
-
 
 class Federation:
     """Runs ``strategy`` over ``data`` starting from ``model``'s weights.
@@ -86,6 +78,9 @@ class Federation:
         self.eval_every = eval_every
         self.eval_batch_size = eval_batch_size
         self.groups = model_groups(model)
+        # Derived once: a per-round np.diff over a million offsets would make a round's cost
+        # depend on the population.
+        self.client_sizes = data.client_sizes()
         self.global_arrays: GroupedArrays = get_arrays(model)
         self.client_states: dict[int, dict[str, np.ndarray]] = {}
         self.reports: dict[int, dict[str, Any]] = {}
@@ -108,7 +103,7 @@ class Federation:
             global_arrays=self.global_arrays,
             groups=self.groups,
             num_clients=self.data.num_clients,
-            client_sizes=self.data.client_sizes(),
+            client_sizes=self.client_sizes,
             modalities=self.data.modalities,
             num_classes=self.data.num_classes,
             rng=np.random.default_rng(derive_seed(self.seed, round_, SELECT_SALT)),
