@@ -1,1 +1,7 @@
-"""fedmm.select — FedMFS and BMSFed (work in progress, issue 5)."""
+"""fedmm.select — techniques that select: FedMFS (which modality models a client uploads) and
+BMSFed (which clients, and which modality set, the server picks)."""
+
+from fedmm.select.bmsfed import BMSFed
+from fedmm.select.fedmfs import FedMFS
+
+__all__ = ["BMSFed", "FedMFS"]
