@@ -21,7 +21,7 @@ from fedmm.core.arrays import GroupedArrays, get_arrays, model_groups, nbytes, s
 from fedmm.core.data.types import MISSING_LABEL, Batch, ClientData, ModalitySpec
 from fedmm.core.ledger import ClientCost
 from fedmm.core.measure import measure_step
-from fedmm.core.models.model import expand_groups
+from fedmm.core.models.model import absent_groups, expand_groups, set_depth
 from fedmm.core.protocol import ClientContext, ClientResult, Combination, Technique, TrainPlan
 
 KEEP_PREFIX = "kept/"
@@ -95,7 +95,10 @@ def client_round(
         torch.cuda.manual_seed_all(seed)
     gen = torch.Generator().manual_seed(seed)
     groups = model_groups(model)
-    names = list(groups)
+    # Layers beyond the plan's depth do not exist for this client: not sent, trained or uploaded.
+    set_depth(model, plan.depth)
+    absent = set(absent_groups(model, plan.depth))
+    names = [g for g in groups if g not in absent]
     cost = ClientCost(round=round_, client_id=data.client_id)
 
     # -- download: the plan's groups, plus anything the client does not keep itself ------------
@@ -112,6 +115,7 @@ def client_round(
     set_arrays(model, received)
     set_arrays(model, kept)
     # Arrays a technique sends in the plan (e.g. global prototypes) cross too.
+    cost.groups_down = tuple(received)
     cost.bytes_down = nbytes(received) + sum(
         v.nbytes for v in plan.extra.values() if isinstance(v, np.ndarray)
     )
@@ -136,7 +140,7 @@ def client_round(
     losses: list[float] = []
     steps = 0
     combos = plan.combinations or (Combination(),)
-    trainable_sig = tuple(trainable)
+    trainable_sig = (tuple(trainable), tuple(sorted(plan.depth.items())))
     if optimizer is not None:
         for combo in combos:
             active = combo.modalities
@@ -184,6 +188,7 @@ def client_round(
     for g in expand_groups(plan.keep, names) if plan.keep else ():
         for k, v in get_arrays(model, [g])[g].items():
             new_state[KEEP_PREFIX + k] = v
+    cost.groups_up = tuple(update)
     cost.bytes_up = nbytes(update) + sum(v.nbytes for v in report.values() if isinstance(v, np.ndarray))
     cost.steps = steps
     cost.seconds = time.perf_counter() - start

@@ -14,7 +14,7 @@ import math
 import os
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,6 +30,7 @@ from fedmm.core.data.types import FederatedDataset
 from fedmm.core.errors import CheckpointError, ConfigError, FedmmError
 from fedmm.core.evaluate import evaluate
 from fedmm.core.ledger import Ledger
+from fedmm.core.models.model import deepest, set_depth
 from fedmm.core.protocol import ClientResult, RoundContext, Strategy
 
 log = logging.getLogger("fedmm")
@@ -88,12 +89,16 @@ class Federation:
         self.round = 0
         self.meter = StepMeter()
         self._eval_model: nn.Module | None = None
+        # Depth of the layered encoders the global model is evaluated at: the deepest the latest
+        # round's plans ran (layer-wise methods grow it); empty = full depth.
+        self.depth: dict[str, int] = {}
 
     # -- server-side model for evaluation --------------------------------------------------
     def model_with(self, arrays: GroupedArrays) -> nn.Module:
         if self._eval_model is None:
             self._eval_model = copy.deepcopy(self.model)
         set_arrays(self._eval_model, arrays)
+        set_depth(self._eval_model, self.depth)
         self._eval_model.eval()
         return self._eval_model
 
@@ -121,8 +126,10 @@ class Federation:
         results: list[ClientResult] = []
         failed = 0
         client_techniques = self.strategy.techniques
+        depths: list[Mapping[str, int]] = []
         for cid in selected.tolist():
             plan = self.strategy.configure(ctx, cid)
+            depths.append(plan.depth)
             try:
                 result = client_round(
                     self.model,
@@ -144,6 +151,8 @@ class Federation:
                 continue
             results.append(result)
         metrics: dict[str, Any] = {"round": round_, "selected": int(selected.shape[0]), "dropped": failed}
+        if depths:
+            self.depth = deepest(self.model, depths)
         if len(results) < self.strategy.min_clients:
             warnings.warn(
                 f"round {round_} skipped: {len(results)} of {selected.shape[0]} clients survived, "
@@ -225,6 +234,7 @@ class Federation:
         finally:
             bar.close()
         set_arrays(self.model, self.global_arrays)
+        set_depth(self.model, self.depth)
         return self.history
 
     def _run_other_engine(self, engine: str, rounds: int) -> History:
@@ -245,6 +255,7 @@ class Federation:
             "ledger": self.history.ledger.to_list(),
             "seed": self.seed,
             "num_clients": self.data.num_clients,
+            "depth": dict(self.depth),
         }
 
     def save_checkpoint(self, directory: str | os.PathLike[str]) -> Path:
@@ -265,4 +276,5 @@ class Federation:
         self.client_states = {int(k): dict(v) for k, v in state["clients"].items()}
         self.reports = {int(k): dict(v) for k, v in state["reports"].items()}
         self.history = History(list(state["history"]), Ledger.from_list(state["ledger"]))
+        self.depth = {str(k): int(v) for k, v in state.get("depth", {}).items()}
         self.round = round_

@@ -26,9 +26,21 @@ class ClientCost:
     peak_bytes: int = 0
     seconds: float = 0.0
     steps: int = 0
+    # Which parameter groups crossed each way (the bytes above are their buffers' sizes).
+    groups_down: tuple[str, ...] = ()
+    groups_up: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        d = dataclasses.asdict(self)
+        d["groups_down"], d["groups_up"] = list(self.groups_down), list(self.groups_up)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ClientCost:
+        d = dict(d)
+        for key in ("groups_down", "groups_up"):
+            d[key] = tuple(d.get(key, ()))
+        return cls(**d)
 
 
 TOTALLED = ("bytes_down", "bytes_up", "flops", "seconds", "steps")
@@ -81,4 +93,4 @@ class Ledger:
 
     @classmethod
     def from_list(cls, items: Iterable[dict[str, Any]]) -> Ledger:
-        return cls(ClientCost(**d) for d in items)
+        return cls(ClientCost.from_dict(d) for d in items)

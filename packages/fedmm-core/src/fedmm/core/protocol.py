@@ -69,6 +69,9 @@ class TrainPlan:
     - ``upload``: candidate groups to send back (default: the trained ones); ``upload`` hooks narrow it.
     - ``keep``: groups the client keeps between rounds (e.g. a frozen prefix), so they need no download.
     - ``combinations``: modality combinations in execution order with their step counts.
+    - ``depth``: modality → how many layers of its layered encoder run (layer-wise training;
+      empty = all). Deeper layer groups do not exist for the client this round: they are not
+      sent, trained or uploaded. The server evaluates at the deepest depth of the round's plans.
     - ``extra``: a technique's own fields (JSON-able values or numpy arrays; arrays, such as
       global prototypes, cross to the client and count as downloaded bytes).
     """
@@ -78,6 +81,7 @@ class TrainPlan:
     upload: tuple[str, ...] | None = None
     keep: tuple[str, ...] = ()
     combinations: tuple[Combination, ...] = ()
+    depth: Mapping[str, int] = field(default_factory=dict)
     local_epochs: int = 1
     batch_size: int = 32
     lr: float = 0.05
@@ -97,6 +101,7 @@ class TrainPlan:
         d = dataclasses.asdict(self)
         d["combinations"] = [c.to_dict() for c in self.combinations]
         d["loss_weights"] = dict(self.loss_weights)
+        d["depth"] = dict(self.depth)
         d["extra"] = dict(self.extra)
         return d
 

@@ -11,10 +11,15 @@ from fedmm.core.models.encoders import (
 from fedmm.core.models.model import (
     AttentionFusion,
     ConcatFusion,
+    LayeredEncoder,
     ModelOutput,
     MultimodalModel,
+    absent_groups,
+    deepest,
     expand_groups,
     late_fusion,
+    layered_encoders,
+    set_depth,
 )
 
 __all__ = [
@@ -23,11 +28,16 @@ __all__ = [
     "ConcatFusion",
     "Conv1dEncoder",
     "LSTMEncoder",
+    "LayeredEncoder",
     "MLPEncoder",
     "ModelOutput",
     "MultimodalModel",
     "TransformerStackEncoder",
+    "absent_groups",
     "build_encoder",
+    "deepest",
     "expand_groups",
     "late_fusion",
+    "layered_encoders",
+    "set_depth",
 ]

@@ -103,8 +103,13 @@ class TransformerStackEncoder(nn.Module):
     """A stack of transformer layers, each its own parameter group (for layer-wise training).
 
     Input: sequences ``(T, C)`` (projected per step), vectors/images (split into ``tokens``
-    chunks), or token ids ``(L,)`` (embedded). Output: mean-pooled, normalised tokens.
-    Parts: ``embed``, ``0`` .. ``layers-1``, ``norm``.
+    chunks), or token ids ``(L,)`` (embedded). Output: mean-pooled, normalised tokens, then an
+    optional projection head (``projection`` = its width: Linear–GELU–Linear, as CLIP-style
+    contrastive models put on top of each tower).
+    Parts: ``embed``, ``0`` .. ``layers-1``, ``norm`` and ``proj`` (with a projection).
+
+    It is a *layered* encoder (see :func:`~fedmm.core.models.model.set_depth`): ``depth`` of its
+    ``num_layers`` layers run, the rest are skipped, so layer-wise methods can grow it.
     """
 
     def __init__(
@@ -117,8 +122,13 @@ class TransformerStackEncoder(nn.Module):
         vocab_size: int = 30522,
         tokens: int = 8,
         max_len: int = 512,
+        projection: int | None = None,
     ) -> None:
         super().__init__()
+        if projection is not None and (isinstance(projection, bool) or projection < 1):
+            raise ConfigError(
+                f"modality {spec.name!r}: projection must be a positive width, got {projection!r}"
+            )
         self.kind = spec.kind
         self.shape = spec.shape
         if spec.kind == "tokens":
@@ -146,7 +156,13 @@ class TransformerStackEncoder(nn.Module):
             for _ in range(layers)
         )
         self.norm = nn.LayerNorm(embed_dim)
-        self.out_dim = embed_dim
+        self.proj: nn.Module | None = None
+        if projection is not None:
+            self.proj = nn.Sequential(
+                nn.Linear(embed_dim, projection), nn.GELU(), nn.Linear(projection, projection)
+            )
+        self.out_dim = projection or embed_dim
+        self.num_layers = layers
         self.depth = layers  # how many layers run (layer-wise methods grow this)
 
     def part_of_parameter(self, name: str) -> str:
@@ -156,7 +172,13 @@ class TransformerStackEncoder(nn.Module):
             return name.split(".")[1]
         if name.startswith("norm."):
             return "norm"
+        if name.startswith("proj."):
+            return "proj"
         raise KeyError(name)
+
+    def layer_part(self, index: int) -> str:
+        """The part (parameter-group suffix) holding layer ``index``."""
+        return str(index)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.kind == "tokens":
@@ -168,7 +190,8 @@ class TransformerStackEncoder(nn.Module):
         h = h + self.position
         for layer in self.layers[: self.depth]:
             h = layer(h)
-        return self.norm(h.mean(dim=1))
+        z = self.norm(h.mean(dim=1))
+        return z if self.proj is None else self.proj(z)
 
 
 ENCODERS = ("auto", "mlp", "cnn", "conv1d", "lstm", "transformer")

@@ -11,10 +11,12 @@ from __future__ import annotations
 import fnmatch
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Protocol, cast
 
 import torch
 from torch import nn
 
+from fedmm.core.arrays import model_groups
 from fedmm.core.data.types import Batch, ModalitySpec
 from fedmm.core.errors import ConfigError
 from fedmm.core.models.encoders import build_encoder
@@ -146,6 +148,83 @@ class MultimodalModel(nn.Module):
         if top in ("fusion", "head"):
             return top
         raise KeyError(f"parameter {key!r} is outside encoders/fusion/head")
+
+
+class LayeredEncoder(Protocol):
+    """An encoder whose layers are separate parameter groups and whose running depth can be set."""
+
+    num_layers: int
+    depth: int
+
+    def layer_part(self, index: int) -> str: ...
+
+
+def layered_encoders(model: nn.Module) -> dict[str, LayeredEncoder]:
+    """The model's *layered* encoders by modality: those with ``num_layers``, a settable ``depth``
+    (how many of the layers run) and ``layer_part(i)`` (the group suffix of layer ``i``)."""
+    encoders = getattr(model, "encoders", None)
+    if not isinstance(encoders, nn.ModuleDict):
+        return {}
+    return {
+        m: cast(LayeredEncoder, enc)
+        for m, enc in encoders.items()
+        if isinstance(getattr(enc, "num_layers", None), int) and hasattr(enc, "layer_part")
+    }
+
+
+def set_depth(model: nn.Module, depth: Mapping[str, int] | None = None) -> dict[str, int]:
+    """Run only the first ``depth[m]`` layers of each layered encoder ``m``; the others run in full.
+
+    ``depth`` names modalities with layered encoders (e.g. ``encoder="transformer"``); ``None`` or
+    ``{}`` restores full depth everywhere. Returns the depth now in force for every layered encoder.
+    Layer-wise methods (LW-FedMML, Prog-FedMML) grow an encoder this way; a train plan carries it
+    as ``TrainPlan.depth``.
+    """
+    layered = layered_encoders(model)
+    depth = dict(depth or {})
+    for m, d in depth.items():
+        if m not in layered:
+            raise ConfigError(
+                f"depth given for {m!r}, which has no layered encoder; layered encoders: "
+                f"{sorted(layered) or 'none (use encoder kind transformer)'}"
+            )
+        n = int(layered[m].num_layers)
+        if isinstance(d, bool) or not isinstance(d, int) or not 0 <= d <= n:
+            raise ConfigError(f"depth of {m!r} must be an integer in 0..{n}, got {d!r}")
+    now: dict[str, int] = {}
+    for m, enc in layered.items():
+        enc.depth = int(depth.get(m, enc.num_layers))
+        now[m] = int(enc.depth)
+    return now
+
+
+def deepest(model: nn.Module, depths: Iterable[Mapping[str, int]]) -> dict[str, int]:
+    """Per layered encoder, the largest of several plans' depths (a plan without one = full depth)."""
+    full = {m: int(enc.num_layers) for m, enc in layered_encoders(model).items()}
+    out: dict[str, int] = {}
+    for depth in depths:
+        for m, n in full.items():
+            out[m] = max(out.get(m, 0), int(depth.get(m, n)))
+    return {m: d for m, d in out.items() if d != full[m]}
+
+
+def absent_groups(model: nn.Module, depth: Mapping[str, int] | None = None) -> tuple[str, ...]:
+    """The layer groups that do not run at ``depth``: ``encoder.<m>.<part of layer i>`` for ``i ≥ depth[m]``.
+
+    At a reduced depth those layers do not exist for the client: they are not sent, trained or
+    uploaded (nor counted in the ledger).
+    """
+    groups = set(model_groups(model))
+    out: list[str] = []
+    for m, d in (depth or {}).items():
+        enc = layered_encoders(model).get(m)
+        if enc is None:
+            continue
+        for i in range(int(d), int(enc.num_layers)):
+            g = f"encoder.{m}.{enc.layer_part(i)}"
+            if g in groups:
+                out.append(g)
+    return tuple(out)
 
 
 def expand_groups(patterns: Iterable[str], groups: Iterable[str]) -> tuple[str, ...]:

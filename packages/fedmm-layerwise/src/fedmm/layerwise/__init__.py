@@ -1,0 +1,10 @@
+"""fedmm.layerwise — LW-FedMML, Prog-FedMML and end-to-end FedMML (Tun et al., arXiv 2407.15426).
+
+Layer-wise training grows each transformer tower by a block of layers per stage and trains only
+the newest block (LW) or every grown block (Prog), to cut client memory, FLOPs and traffic.
+"""
+
+from fedmm.layerwise.schedule import StageSchedule
+from fedmm.layerwise.technique import MODES, LayerWise, layer_counts
+
+__all__ = ["MODES", "LayerWise", "StageSchedule", "layer_counts"]
