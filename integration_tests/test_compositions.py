@@ -7,9 +7,11 @@ import math
 import torch
 
 from fedmm.core import FedAvg, Federation, datasets
+from fedmm.core.data.types import FederatedDataset
 from fedmm.core.models import late_fusion
 from fedmm.layerwise import LayerWise
-from fedmm.select import BMSFed
+from fedmm.schedule import FlexMod
+from fedmm.select import BMSFed, FedMFS
 
 
 def test_bmsfed_selection_with_layerwise_training() -> None:
@@ -44,3 +46,40 @@ def test_bmsfed_selection_with_layerwise_training() -> None:
         # Only the newest layer of a tower ever goes up, whatever BMSFed assigned.
         assert layers <= {f"encoder.{m}.{stage - 1}" for m in ("a", "b")}
     assert all(math.isfinite(r["accuracy"]) for r in history.rounds)
+
+
+def _val_data() -> FederatedDataset:
+    return datasets.load(
+        "synthetic",
+        clients=6,
+        partition="iid",
+        num_samples=600,
+        test_samples=150,
+        validation_fraction=0.2,
+        seed=0,
+    )
+
+
+def test_flexmod_scheduling_with_fedmfs_upload_selection() -> None:
+    data = _val_data()
+    strategy = FedAvg([FlexMod(beta=0.5), FedMFS(gamma=1)], lr=0.05)
+    torch.manual_seed(0)
+    model = strategy.create_model(data, {}) or late_fusion(data.modalities, data.num_classes)
+    fed = Federation(model, data, strategy, seed=0)
+    history = fed.run(3, progress=False)
+    last = history.rounds[-1]
+    assert any(k.startswith("flexmod/iterations/") for k in last)
+    assert sum(last[f"fedmfs/uploads/{m}"] for m in ("a", "b")) == 6  # one modality model per client
+    for rec in history.ledger.records:
+        if rec.round > 1:
+            assert len([g for g in rec.groups_up if g.startswith("encoder.")]) == 1
+
+
+def test_flexmod_scheduling_with_bmsfed_selection() -> None:
+    data = _val_data()
+    torch.manual_seed(0)
+    model = late_fusion(data.modalities, data.num_classes, encoders={"a": "mlp", "b": "mlp"})
+    strategy = FedAvg([BMSFed(clients_per_round=3), FlexMod(beta=0.5)], lr=0.05)
+    history = Federation(model, data, strategy, seed=0).run(3, progress=False)
+    assert [r["selected"] for r in history.rounds] == [6, 3, 3]
+    assert all(math.isfinite(r["flexmod/val_accuracy"]) for r in history.rounds)

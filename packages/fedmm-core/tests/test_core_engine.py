@@ -182,8 +182,10 @@ def test_combinations_run_their_steps_and_cost_less(
             copy.deepcopy(small_model), small_data, FedAvg([OneModality(mod)], clients_per_round=1), seed=0
         )
         h = fed.run(1, progress=False)
-        assert h.ledger.records[0].steps == 3
-        costs[mod] = h.ledger.records[0].flops
+        rec = h.ledger.records[0]
+        assert rec.steps == 3
+        assert rec.flops_by_combination == {"all" if mod is None else mod: rec.flops}
+        costs[mod] = rec.flops
     assert costs["a"] < costs[None]  # encoder b never ran
 
 

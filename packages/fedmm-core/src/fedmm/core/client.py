@@ -144,6 +144,7 @@ def client_round(
     if optimizer is not None:
         for combo in combos:
             active = combo.modalities
+            combo_key = "all" if active is None else "+".join(active)
             for batch in _steps(data, combo, plan, gen):
                 labelled = batch.labels != MISSING_LABEL
                 n_lab = int(labelled.sum())
@@ -163,6 +164,9 @@ def client_round(
                 if loss is not None:
                     losses.append(loss)
                 cost.flops += measured[0]
+                cost.flops_by_combination[combo_key] = (
+                    cost.flops_by_combination.get(combo_key, 0) + measured[0]
+                )
                 cost.peak_bytes = max(cost.peak_bytes, measured[1])
                 steps += 1
     model.eval()

@@ -29,10 +29,13 @@ class ClientCost:
     # Which parameter groups crossed each way (the bytes above are their buffers' sizes).
     groups_down: tuple[str, ...] = ()
     groups_up: tuple[str, ...] = ()
+    # FLOPs per trained modality combination ("a+b", or "all" when the plan did not restrict it).
+    flops_by_combination: dict[str, int] = dataclasses.field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["groups_down"], d["groups_up"] = list(self.groups_down), list(self.groups_up)
+        d["flops_by_combination"] = dict(self.flops_by_combination)
         return d
 
     @classmethod
@@ -40,6 +43,7 @@ class ClientCost:
         d = dict(d)
         for key in ("groups_down", "groups_up"):
             d[key] = tuple(d.get(key, ()))
+        d["flops_by_combination"] = {str(k): int(v) for k, v in d.get("flops_by_combination", {}).items()}
         return cls(**d)
 
 

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 import torch
 
+from fedmm.core.embeddings import collect_embeddings
 from fedmm.core.errors import ConfigError
 from fedmm.core.maths.prototypes import class_prototypes, merge_prototypes, nearest_prototype_accuracy
 from fedmm.core.protocol import ClientContext, Combination, RoundContext, Technique, TrainPlan
@@ -406,30 +407,18 @@ class BMSFed(Technique):
 
     def report(self, cctx: ClientContext, model: nn.Module, data: ClientData) -> Mapping[str, Any]:
         names = _modality_names(cctx.modalities)
-        zs: dict[str, list[torch.Tensor]] = {m: [] for m in names}
-        masks: list[torch.Tensor] = []
-        ys: list[torch.Tensor] = []
-        with torch.no_grad():
-            for batch in data.batches(512, shuffle=False):
-                out = model(batch)
-                for m in names:
-                    zs[m].append(out.embeddings[m])
-                masks.append(out.present & (batch.labels >= 0).unsqueeze(1))
-                ys.append(batch.labels)
-        if not ys:
+        emb = collect_embeddings(model, data.batches(512, shuffle=False))
+        if emb.labels.size == 0:
             return {}
-        y = torch.cat(ys).numpy()
-        mask = torch.cat(masks).numpy()
-        held = tuple(m for i, m in enumerate(names) if bool(mask[:, i].any()))
+        labelled = {m: emb.labelled(m) for m in names}
+        held = tuple(m for m in names if labelled[m][1].size)
         trained = _trained_modalities(cctx.plan, held)
         out_report: dict[str, Any] = {}
         acc: dict[str, float] = {}
-        for i, m in enumerate(names):
-            if m not in held:
-                continue
-            z = torch.cat(zs[m]).numpy()[mask[:, i]]
-            protos, counts = class_prototypes(z, y[mask[:, i]], cctx.num_classes)
-            acc[m] = nearest_prototype_accuracy(z, y[mask[:, i]], protos, counts)
+        for m in held:
+            z, y = labelled[m]
+            protos, counts = class_prototypes(z, y, cctx.num_classes)
+            acc[m] = nearest_prototype_accuracy(z, y, protos, counts)
             out_report[f"bmsfed/acc/{m}"] = acc[m]
             if m in trained:
                 out_report[PROTO + m] = protos.astype(np.float32)

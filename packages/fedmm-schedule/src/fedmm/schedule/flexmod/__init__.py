@@ -1,0 +1,37 @@
+"""FlexMod: importance-aware modality scheduling (Bian, Wang, Xu, arXiv 2408.06549).
+
+The server weighs each modality's importance (Shapley) against its encoder's training need
+(prototype quality) with a β chosen by a DDPG agent, then splits every client's compute budget
+over modality combinations by a convex program.
+"""
+
+from fedmm.schedule.flexmod.agent import BetaAgent
+from fedmm.schedule.flexmod.allocation import (
+    InfeasibleBudgetError,
+    allocate,
+    combination_factors,
+    execution_order,
+    integer_allocation,
+    modality_combinations,
+    water_filling,
+)
+from fedmm.schedule.flexmod.env import ENV_ID, FederationSimulator, FlexModEnv, RoundSignals
+from fedmm.schedule.flexmod.technique import EntireUpdate, FlexMod, PartialUpdate
+
+__all__ = [
+    "ENV_ID",
+    "BetaAgent",
+    "EntireUpdate",
+    "FederationSimulator",
+    "FlexMod",
+    "FlexModEnv",
+    "InfeasibleBudgetError",
+    "PartialUpdate",
+    "RoundSignals",
+    "allocate",
+    "combination_factors",
+    "execution_order",
+    "integer_allocation",
+    "modality_combinations",
+    "water_filling",
+]

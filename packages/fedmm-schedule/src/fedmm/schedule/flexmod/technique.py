@@ -1,0 +1,380 @@
+"""``FlexMod`` (importance-aware modality scheduling) and the Entire / Partial Update baselines.
+
+Reference: Bian, Wang, Xu, "Prioritizing Modalities: Flexible Importance Scheduling in Federated
+Multimodal Learning" (arXiv 2408.06549). Spec: ``shared/methods/flexmod.md``.
+
+Per round (hooks):
+
+* ``report`` (client): local class prototypes and class counts of every modality it holds,
+  computed with its updated encoders.
+* ``after_round`` (server): global prototypes (count-weighted merge); encoder quality ``q_m`` and
+  training need ``u_m``; Shapley importance ``φ̂_m`` of the global model on the server's validation
+  split (core's exact Shapley, modalities outside a coalition masked); the DDPG agent's reward
+  (validation-accuracy change) and its next β.
+* ``configure`` (server): for each client, combination factors ``a_S``, the convex allocation of
+  the client's budget (cvxpy), integer iterations, and the plan's combinations in descending
+  cardinality. Round 1 (no statistics yet) is an Entire Update round.
+
+The budget is in FLOPs: ``budget × (Entire Update's iterations) × c_full``, where Entire Update
+runs ``local_epochs`` passes over the client's data with every modality and ``c_S`` is the
+measured FLOPs of one step of combination ``S``. All three techniques here spend the same budget:
+Entire Update on the full combination, Partial Update on one random combination per client and
+round, FlexMod on its allocation. Each needs a server validation split
+(``validation_fraction`` > 0) — FlexMod for its importance and reward, the others to measure
+step costs.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+
+from fedmm.core.embeddings import collect_embeddings, modality_prototypes
+from fedmm.core.errors import ConfigError
+from fedmm.core.maths.prototypes import merge_prototypes
+from fedmm.core.protocol import ClientContext, Combination, RoundContext, Technique, TrainPlan
+from fedmm.schedule.flexmod.agent import BetaAgent
+from fedmm.schedule.flexmod.allocation import (
+    allocate,
+    combination_factors,
+    execution_order,
+    integer_allocation,
+    modality_combinations,
+)
+from fedmm.schedule.flexmod.costs import CombinationCosts, entire_update_iterations
+from fedmm.schedule.flexmod.env import RoundSignals, observation
+from fedmm.schedule.flexmod.signals import importance, quality, training_need
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from fedmm.core.data.types import ClientData
+
+__all__ = ["EntireUpdate", "FlexMod", "PartialUpdate"]
+
+PROTO = "flexmod/prototypes/"
+COUNTS = "flexmod/counts/"
+
+
+def _key(combo: Sequence[str]) -> str:
+    return "+".join(combo)
+
+
+class _BudgetedSchedule(Technique):
+    """What the three schedules share: the per-client budget and the measured step costs."""
+
+    def __init__(self, budget: float = 1.0) -> None:
+        budget = float(budget)
+        if not (math.isfinite(budget) and budget > 0):
+            raise ConfigError(
+                f"{self.name}: budget must be a positive fraction of Entire Update's compute, got {budget}"
+            )
+        self.budget = budget
+        self._costs: CombinationCosts | None = None
+
+    def _held(self, ctx: RoundContext, client_id: int) -> tuple[str, ...]:
+        """The modalities a client reported prototypes for (all of them before its first report)."""
+        names = tuple(m.name for m in ctx.modalities)
+        report = ctx.reports.get(client_id, {})
+        held = tuple(m for m in names if COUNTS + m in report)
+        return held or names
+
+    def _entire_iterations(self, ctx: RoundContext, client_id: int, plan: TrainPlan) -> int:
+        return entire_update_iterations(int(ctx.client_sizes[client_id]), plan.batch_size, plan.local_epochs)
+
+    def _step_costs(
+        self, ctx: RoundContext, combos: Sequence[tuple[str, ...]], plan: TrainPlan
+    ) -> np.ndarray:
+        if ctx.validation is None or len(ctx.validation) == 0:
+            raise ConfigError(
+                f"{self.name} needs a server validation split to measure step costs"
+                + (" and modality importance" if self.name == "flexmod" else "")
+                + ": load the data with validation_fraction > 0 (e.g. [data] validation_fraction = 0.1)"
+            )
+        if self._costs is None or self._costs.batch_size != plan.batch_size:
+            self._costs = CombinationCosts(plan.batch_size)
+        if all(tuple(s) in self._costs.flops for s in combos):
+            return np.array([self._costs.flops[tuple(s)] for s in combos], dtype=np.float64)
+        return self._costs.measure(ctx.global_model(), ctx.validation, combos)
+
+    def _cost_state(self) -> dict[str, Any]:
+        return {
+            "costs": None if self._costs is None else self._costs.state_dict(),
+            "costs_batch": None if self._costs is None else self._costs.batch_size,
+        }
+
+    def _load_cost_state(self, state: Mapping[str, Any]) -> None:
+        self._costs = None
+        if state.get("costs") is not None:
+            self._costs = CombinationCosts(int(state["costs_batch"]))
+            self._costs.load_state_dict(dict(state["costs"]))
+
+
+class EntireUpdate(_BudgetedSchedule):
+    """Every iteration trains every modality (conventional multimodal FL), within the budget.
+
+    With ``budget = 1`` this is plain FedAvg's ``local_epochs`` passes; with ``budget = b`` it runs
+    ``⌊b × iterations⌋`` full-combination steps.
+    """
+
+    name: ClassVar[str] = "entire_update"
+
+    def configure(self, ctx: RoundContext, client_id: int, plan: TrainPlan) -> TrainPlan:
+        steps = max(1, math.floor(self.budget * self._entire_iterations(ctx, client_id, plan)))
+        held = self._held(ctx, client_id)
+        return plan.replace(combinations=(Combination(held, steps),))
+
+    def config(self) -> dict[str, Any]:
+        return {"budget": self.budget}
+
+
+class PartialUpdate(_BudgetedSchedule):
+    """Each round every client trains one uniformly random non-empty subset of its modalities,
+    for as many iterations as the same budget pays for (spec §4)."""
+
+    name: ClassVar[str] = "partial_update"
+
+    def __init__(self, budget: float = 1.0, seed: int = 0) -> None:
+        super().__init__(budget)
+        self.seed = int(seed)
+
+    def configure(self, ctx: RoundContext, client_id: int, plan: TrainPlan) -> TrainPlan:
+        held = self._held(ctx, client_id)
+        combos = modality_combinations(held)
+        rng = np.random.default_rng([self.seed, ctx.round, client_id])
+        pick = combos[int(rng.integers(len(combos)))]
+        costs = self._step_costs(ctx, [combos[0], pick], plan)
+        budget = self.budget * self._entire_iterations(ctx, client_id, plan) * costs[0]
+        steps = max(1, math.floor(budget / costs[1]))
+        return plan.replace(combinations=(Combination(pick, steps),))
+
+    def config(self) -> dict[str, Any]:
+        return {"budget": self.budget, "seed": self.seed}
+
+    def state_dict(self) -> dict[str, Any]:
+        return self._cost_state()
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self._load_cost_state(state)
+
+
+class FlexMod(_BudgetedSchedule):
+    """FlexMod: importance- and quality-aware allocation of local iterations to modality combinations.
+
+    Args:
+        budget: each client's compute per round as a fraction of Entire Update's (FLOPs).
+        beta: a fixed β in [0, 1] (no agent: 1 = importance only, 0 = training need only); ``None``
+            (default) = the DDPG agent chooses β every round.
+        tau_min: iterations the full combination always gets (the spec's τ_min).
+        tau_max: cap on any combination's iterations, as a multiple of Entire Update's iterations.
+        agent_path: an agent saved with ``BetaAgent.save`` (SB3's format) to start from, e.g.
+            one pre-trained offline on ``fedmm/FlexMod-v0``.
+        agent: options of :class:`~fedmm.schedule.flexmod.agent.BetaAgent` (``learning_starts``,
+            ``noise``, ``gradient_steps``, ``learning_rate``, ...).
+        seed: seeds the agent.
+    """
+
+    name: ClassVar[str] = "flexmod"
+
+    def __init__(
+        self,
+        budget: float = 1.0,
+        beta: float | None = None,
+        tau_min: int = 1,
+        tau_max: float = 2.0,
+        agent_path: str | None = None,
+        agent: Mapping[str, Any] | None = None,
+        seed: int = 0,
+    ) -> None:
+        super().__init__(budget)
+        if beta is not None and not (0.0 <= float(beta) <= 1.0):
+            raise ConfigError(
+                f"flexmod: beta must lie in [0, 1] (or be omitted for the DDPG agent), got {beta}"
+            )
+        if isinstance(tau_min, bool) or not isinstance(tau_min, int) or tau_min < 0:
+            raise ConfigError(f"flexmod: tau_min must be an integer >= 0, got {tau_min!r}")
+        if not (math.isfinite(tau_max) and tau_max > 0):
+            raise ConfigError(f"flexmod: tau_max must be > 0, got {tau_max}")
+        self.fixed_beta = None if beta is None else float(beta)
+        self.tau_min = tau_min
+        self.tau_max = float(tau_max)
+        self.agent_path = agent_path
+        self.agent_options = dict(agent or {})
+        self.seed = int(seed)
+        self._agent: BetaAgent | None = None
+        self._reset()
+
+    def _reset(self) -> None:
+        self._beta = 0.5 if self.fixed_beta is None else self.fixed_beta
+        self._signals: RoundSignals | None = None
+        self._names: tuple[str, ...] = ()
+        self._protos: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        self._quality: dict[str, float] = {}
+        self._prev_obs: np.ndarray | None = None
+        self._planned: dict[str, list[int]] = {}
+
+    def config(self) -> dict[str, Any]:
+        return {
+            "budget": self.budget,
+            "beta": self.fixed_beta,
+            "tau_min": self.tau_min,
+            "tau_max": self.tau_max,
+            "agent_path": self.agent_path,
+            "agent": dict(self.agent_options),
+            "seed": self.seed,
+        }
+
+    @property
+    def beta(self) -> float:
+        """The β the next round's allocation uses."""
+        return self.fixed_beta if self.fixed_beta is not None else self._beta
+
+    def signals(self) -> RoundSignals:
+        """The latest importance, training need and validation accuracy (after a round)."""
+        if self._signals is None:
+            raise RuntimeError("FlexMod has no signals before its first round")
+        return self._signals
+
+    def agent(self, num_modalities: int) -> BetaAgent:
+        if self._agent is None:
+            dim = 2 * num_modalities + 2
+            if self.agent_path is not None:
+                self._agent = BetaAgent.load(self.agent_path, dim, seed=self.seed, **self.agent_options)
+            else:
+                self._agent = BetaAgent(dim, seed=self.seed, **self.agent_options)
+        return self._agent
+
+    # -- the allocation ------------------------------------------------------------------------
+    def allocation(
+        self, ctx: RoundContext, client_id: int, plan: TrainPlan
+    ) -> tuple[list[tuple[str, ...]], np.ndarray, np.ndarray, np.ndarray, float]:
+        """``(combos, factors a_S, costs c_S, integer iterations τ_S, budget B)`` of one client."""
+        assert self._signals is not None
+        held = self._held(ctx, client_id)
+        combos = modality_combinations(held)
+        costs = self._step_costs(ctx, combos, plan)
+        iters = self._entire_iterations(ctx, client_id, plan)
+        budget = self.budget * iters * costs[0]
+        imp = dict(zip(self._names, self._signals.importance.tolist(), strict=True))
+        need = dict(zip(self._names, self._signals.need.tolist(), strict=True))
+        factors = combination_factors(combos, imp, need, self.beta)
+        if not np.any(factors > 0):
+            factors = np.ones_like(factors)
+        tau_max = self.tau_max * iters
+        tau = allocate(factors, costs, budget, tau_max=tau_max, tau_min=float(self.tau_min))
+        steps = integer_allocation(tau, factors, costs, budget, tau_max=int(tau_max))
+        return combos, factors, costs, steps, budget
+
+    def configure(self, ctx: RoundContext, client_id: int, plan: TrainPlan) -> TrainPlan:
+        if self._signals is None:  # round 1: no statistics yet, an Entire Update round
+            first = max(1, math.floor(self.budget * self._entire_iterations(ctx, client_id, plan)))
+            return plan.replace(combinations=(Combination(self._held(ctx, client_id), first),))
+        combos, factors, _, steps, _ = self.allocation(ctx, client_id, plan)
+        order = [i for i in execution_order(combos, factors) if steps[i] > 0]
+        for i, s in enumerate(combos):
+            self._planned.setdefault(_key(s), []).append(int(steps[i]))
+        return plan.replace(combinations=tuple(Combination(combos[i], int(steps[i])) for i in order))
+
+    # -- client --------------------------------------------------------------------------------
+    def report(self, cctx: ClientContext, model: nn.Module, data: ClientData) -> Mapping[str, Any]:
+        emb = collect_embeddings(model, data.batches(512, shuffle=False))
+        out: dict[str, Any] = {}
+        for m, (protos, counts) in modality_prototypes(emb, cctx.num_classes).items():
+            out[PROTO + m] = protos.astype(np.float32)
+            out[COUNTS + m] = counts
+        return out
+
+    # -- server --------------------------------------------------------------------------------
+    def after_round(self, ctx: RoundContext, metrics: dict[str, Any]) -> None:
+        names = tuple(m.name for m in ctx.modalities)
+        self._names = names
+        for m in names:
+            reps = [r.report for r in ctx.results if PROTO + m in r.report]
+            if not reps:
+                continue
+            merged, counts = merge_prototypes(
+                [np.asarray(r[PROTO + m]) for r in reps], [np.asarray(r[COUNTS + m]) for r in reps]
+            )
+            if m in self._protos:  # classes nobody reported this round keep their last prototype
+                old, old_counts = self._protos[m]
+                missing = np.asarray(counts) == 0
+                merged[missing] = old[missing]
+                counts = np.where(missing, old_counts, counts)
+            self._protos[m] = (merged, counts)
+        self._quality = quality(self._protos)
+        need = training_need({m: self._quality.get(m, 0.0) for m in names})
+        if ctx.validation is None or len(ctx.validation) == 0:
+            raise ConfigError(
+                "flexmod needs a server validation split for modality importance and the agent's reward: "
+                "load the data with validation_fraction > 0 (e.g. [data] validation_fraction = 0.1)"
+            )
+        phi, phi_hat, accuracy = importance(ctx.global_model(), ctx.validation, names)
+        prev_accuracy = None if self._signals is None else self._signals.accuracy
+        used_beta = self.beta
+        self._signals = RoundSignals(
+            np.array([phi_hat[m] for m in names]), np.array([need[m] for m in names]), accuracy
+        )
+        obs = observation(self._signals, used_beta)
+        if self.fixed_beta is None:
+            agent = self.agent(len(names))
+            if self._prev_obs is not None and prev_accuracy is not None:
+                reward = accuracy - prev_accuracy
+                agent.observe(self._prev_obs, used_beta, reward, obs)
+                metrics["flexmod/reward"] = reward
+            self._beta = agent.act(obs)
+            self._prev_obs = obs
+        metrics["flexmod/beta"] = used_beta
+        metrics["flexmod/val_accuracy"] = accuracy
+        for m in names:
+            metrics[f"flexmod/importance/{m}"] = phi_hat[m]
+            metrics[f"flexmod/shapley/{m}"] = phi[m]
+            metrics[f"flexmod/need/{m}"] = need[m]
+            if m in self._quality:
+                metrics[f"flexmod/quality/{m}"] = self._quality[m]
+        for key, steps in self._planned.items():
+            metrics[f"flexmod/iterations/{key}"] = float(np.mean(steps))
+        self._planned = {}
+
+    # -- checkpointing -------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        sig = self._signals
+        return {
+            **self._cost_state(),
+            "beta": self._beta,
+            "names": list(self._names),
+            "signals": None
+            if sig is None
+            else {"importance": sig.importance, "need": sig.need, "accuracy": sig.accuracy},
+            "prototypes": {m: {"p": p, "c": c} for m, (p, c) in self._protos.items()},
+            "prev_obs": self._prev_obs,
+            "agent": None if self._agent is None else self._agent.state_dict(),
+            "agent_dim": None if self._agent is None else 2 * len(self._names) + 2,
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self._reset()
+        self._load_cost_state(state)
+        self._beta = float(state["beta"])
+        self._names = tuple(state["names"])
+        sig = state["signals"]
+        if sig is not None:
+            self._signals = RoundSignals(
+                np.asarray(sig["importance"], dtype=np.float64),
+                np.asarray(sig["need"], dtype=np.float64),
+                float(sig["accuracy"]),
+            )
+        self._protos = {
+            m: (np.asarray(v["p"], dtype=np.float64), np.asarray(v["c"], dtype=np.int64))
+            for m, v in state["prototypes"].items()
+        }
+        self._quality = quality(self._protos)
+        self._prev_obs = (
+            None if state["prev_obs"] is None else np.asarray(state["prev_obs"], dtype=np.float32)
+        )
+        if state.get("agent") is not None:
+            self._agent = None
+            agent = self.agent((int(state["agent_dim"]) - 2) // 2)
+            agent.load_state_dict(state["agent"])

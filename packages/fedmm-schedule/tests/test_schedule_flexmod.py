@@ -1,0 +1,157 @@
+"""FlexMod in a federation, its gymnasium environment and its DDPG agent."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import gymnasium
+import numpy as np
+import pytest
+import torch
+from gymnasium.utils.env_checker import check_env
+
+from fedmm.core import FedAvg, Federation, TrainPlan, datasets
+from fedmm.core.data.types import FederatedDataset
+from fedmm.core.errors import ConfigError
+from fedmm.core.models import MultimodalModel, late_fusion
+from fedmm.schedule.flexmod import ENV_ID, BetaAgent, EntireUpdate, FlexMod, FlexModEnv, PartialUpdate
+from fedmm.schedule.flexmod.signals import coalition_accuracy, importance
+
+
+@pytest.fixture(scope="module")
+def data() -> FederatedDataset:
+    return datasets.load(
+        "synthetic",
+        clients=4,
+        partition="iid",
+        num_samples=600,
+        test_samples=200,
+        validation_fraction=0.2,
+        seed=0,
+    )
+
+
+def _model(data: FederatedDataset) -> MultimodalModel:
+    torch.manual_seed(0)
+    return late_fusion(
+        data.modalities, data.num_classes, embed_dim=16, hidden=16, encoders={"a": "mlp", "b": "mlp"}
+    )
+
+
+def _fed(data: FederatedDataset, tech: Any) -> Federation:
+    return Federation(_model(data), data, FedAvg([tech], lr=0.1, momentum=0.5), seed=0)
+
+
+def test_environment_passes_check_env_and_is_registered() -> None:
+    env = FlexModEnv(num_modalities=2)
+    check_env(env, skip_render_check=True)
+    made = gymnasium.make(ENV_ID)
+    obs, _ = made.reset(seed=0)
+    assert made.observation_space.contains(obs)
+    obs, reward, terminated, _truncated, info = made.step(np.array([0.3], dtype=np.float32))
+    assert np.isfinite(reward) and not terminated and info["beta"] == pytest.approx(0.3)
+
+
+def test_flexmod_logs_its_signals_and_trains_combinations_largest_first(data: FederatedDataset) -> None:
+    tech = FlexMod(agent={"learning_starts": 2, "batch_size": 2})
+    fed = _fed(data, tech)
+    history = fed.run(4, progress=False)
+    last = history.rounds[-1]
+    for key in (
+        "flexmod/beta",
+        "flexmod/importance/a",
+        "flexmod/quality/b",
+        "flexmod/need/a",
+        "flexmod/reward",
+    ):
+        assert np.isfinite(last[key]), key
+    assert 0.0 <= last["flexmod/beta"] <= 1.0
+    assert any(k.startswith("flexmod/iterations/") for k in last)
+    # The plan's combinations run in descending cardinality.
+    plan = tech.configure(fed.context(5), 0, TrainPlan())
+    sizes = [len(c.modalities or ()) for c in plan.combinations]
+    assert sizes == sorted(sizes, reverse=True) and sizes[0] == 2
+    # The ledger shows where each client's FLOPs went, per combination, within the budget.
+    rec = next(r for r in history.ledger.records if r.round == 4)
+    assert sum(rec.flops_by_combination.values()) == rec.flops
+    assert set(rec.flops_by_combination) <= {"a+b", "a", "b"}
+
+
+def test_fixed_beta_extremes_drive_the_allocation(data: FederatedDataset) -> None:
+    per_beta = {}
+    for beta in (0.0, 1.0):
+        tech = FlexMod(beta=beta)
+        fed = _fed(data, tech)
+        fed.run(2, progress=False)
+        combos, factors, costs, steps, budget = tech.allocation(fed.context(3), 0, TrainPlan())
+        assert float(costs @ steps) <= budget
+        sig = tech.signals()
+        weights = sig.importance if beta == 1.0 else sig.need
+        expected = [sum(weights[["a", "b"].index(m)] for m in s) for s in combos]
+        assert factors == pytest.approx(expected)
+        per_beta[beta] = dict(zip(combos, steps, strict=True))
+    assert per_beta[0.0] != per_beta[1.0]
+
+
+def test_same_budget_for_all_three_schedules(data: FederatedDataset) -> None:
+    totals = {}
+    for tech in (EntireUpdate(budget=0.5), PartialUpdate(budget=0.5), FlexMod(beta=0.5, budget=0.5)):
+        history = _fed(data, tech).run(3, progress=False)
+        totals[tech.name] = sum(r.flops for r in history.ledger.records if r.round > 1)
+    full = _fed(data, EntireUpdate(budget=1.0)).run(3, progress=False)
+    full_flops = sum(r.flops for r in full.ledger.records if r.round > 1)
+    for name, flops in totals.items():
+        # Within the budget: whole steps of full batches (an epoch ends on a smaller one).
+        assert flops <= 0.5 * full_flops * 1.1, name
+
+
+def test_importance_is_exact_shapley_on_validation(data: FederatedDataset) -> None:
+    fed = _fed(data, EntireUpdate())
+    fed.run(3, progress=False)
+    model = fed.model_with(fed.global_arrays)
+    phi, phi_hat, acc = importance(model, data.validation, ["a", "b"])
+    empty = coalition_accuracy(model, data.validation, [])
+    assert sum(phi.values()) == pytest.approx(acc - empty, abs=1e-9)  # Shapley efficiency
+    assert sum(phi_hat.values()) == pytest.approx(1.0)
+
+
+def test_flexmod_resumes_exactly_with_its_agent(tmp_path: Path, data: FederatedDataset) -> None:
+    opts = {"learning_starts": 2, "batch_size": 2}
+    full = _fed(data, FlexMod(agent=opts))
+    full.run(5, progress=False)
+    part = _fed(data, FlexMod(agent=opts))
+    part.run(3, progress=False, checkpoint_dir=tmp_path, checkpoint_every=3)
+    resumed = _fed(data, FlexMod(agent=opts))
+    history = resumed.run(5, progress=False, checkpoint_dir=tmp_path, resume=True)
+    assert [r["flexmod/beta"] for r in history.rounds] == [r["flexmod/beta"] for r in full.history.rounds]
+    for g, arrays in full.global_arrays.items():
+        assert all(np.array_equal(arrays[k], resumed.global_arrays[g][k]) for k in arrays)
+
+
+def test_agent_round_trips_through_sb3_save_and_load(tmp_path: Path) -> None:
+    agent = BetaAgent(6, learning_starts=2, batch_size=2, seed=1)
+    rng = np.random.default_rng(0)
+    obs = rng.uniform(0, 1, 6).astype(np.float32)
+    for _ in range(4):
+        nxt = rng.uniform(0, 1, 6).astype(np.float32)
+        agent.observe(obs, agent.act(obs), float(rng.normal()), nxt)
+        obs = nxt
+    agent.save(tmp_path / "agent.zip")
+    loaded = BetaAgent.load(tmp_path / "agent.zip", 6, seed=1)
+    probe = rng.uniform(0, 1, (5, 6)).astype(np.float32)
+    assert all(agent.act(p, explore=False) == loaded.act(p, explore=False) for p in probe)
+    again = BetaAgent(6, seed=2)
+    again.load_state_dict(copy.deepcopy(agent.state_dict()))
+    assert all(agent.act(p, explore=False) == again.act(p, explore=False) for p in probe)
+
+
+def test_bad_parameters_and_missing_validation_are_clear_errors() -> None:
+    with pytest.raises(ConfigError, match="beta must lie in"):
+        FlexMod(beta=2.0)
+    with pytest.raises(ConfigError, match="budget must be a positive"):
+        FlexMod(budget=0)
+    no_val = datasets.load("synthetic", clients=2, partition="iid", num_samples=200, seed=0)
+    with pytest.raises(ConfigError, match="validation split"):
+        _fed(no_val, FlexMod()).run(1, progress=False)
