@@ -83,3 +83,22 @@ def test_flexmod_scheduling_with_bmsfed_selection() -> None:
     history = Federation(model, data, strategy, seed=0).run(3, progress=False)
     assert [r["selected"] for r in history.rounds] == [6, 3, 3]
     assert all(math.isfinite(r["flexmod/val_accuracy"]) for r in history.rounds)
+
+
+def test_flexmod_scheduling_with_layerwise_training() -> None:
+    data = _val_data()
+    torch.manual_seed(0)
+    tower = {"layers": 2, "heads": 2, "tokens": 4, "projection": 16}
+    model = late_fusion(
+        data.modalities,
+        data.num_classes,
+        embed_dim=16,
+        hidden=16,
+        encoders={m.name: "transformer" for m in data.modalities},
+        encoder_options={m.name: tower for m in data.modalities},
+    )
+    strategy = FedAvg([FlexMod(beta=0.5), LayerWise(rounds_per_stage=2)], optimizer="adamw", lr=3e-3)
+    history = Federation(model, data, strategy, seed=0).run(4, progress=False)
+    rec = history.ledger.records[-1]
+    assert set(rec.flops_by_combination) <= {"a+b", "a", "b"} and len(rec.flops_by_combination) >= 2
+    assert {g for g in rec.groups_up if g.split(".")[-1].isdigit()} <= {"encoder.a.1", "encoder.b.1"}

@@ -155,3 +155,18 @@ def test_bad_parameters_and_missing_validation_are_clear_errors() -> None:
     no_val = datasets.load("synthetic", clients=2, partition="iid", num_samples=200, seed=0)
     with pytest.raises(ConfigError, match="validation split"):
         _fed(no_val, FlexMod()).run(1, progress=False)
+
+
+def test_agent_pretrains_offline_on_the_simulated_federation(tmp_path: Path) -> None:
+    agent = BetaAgent(6, learning_starts=4, batch_size=4, seed=0)
+    before = {k: v.copy() for k, v in agent.state_dict()["policy"].items()}
+    agent.pretrain(FlexModEnv(num_modalities=2, horizon=5), steps=8)
+    after = agent.state_dict()["policy"]
+    assert agent.transitions >= 8
+    assert any(not np.array_equal(before[k], after[k]) for k in before)  # DDPG.learn updated it
+    agent.save(tmp_path / "pretrained.zip")
+    # A federation can start from the pre-trained agent: it loads exactly the saved policy.
+    tech = FlexMod(agent_path=str(tmp_path / "pretrained.zip"))
+    loaded = tech.agent(2).state_dict()["policy"]
+    assert set(loaded) == set(after)
+    assert all(np.array_equal(after[k], loaded[k]) for k in after)
