@@ -77,3 +77,27 @@ def test_dataset_options_may_be_named_modalities() -> None:
     # The synthetic loader's own `modalities` option must not collide with load()'s subset argument.
     data = datasets.load("synthetic", clients=2, num_samples=100, modalities=[("x", 3, 1.0), ("y", 2, 0.0)])
     assert data.modality_names == ("x", "y")
+
+
+def test_generated_mask_follows_the_columns_and_local_copies() -> None:
+    data = datasets.load("synthetic", clients=2, partition="iid", num_samples=40, missing_rate=0.5, seed=0)
+    client = data.client(1)
+    own = client.local_copy()
+    assert len(own) == client.num_samples and not own.generated.any()
+    np.testing.assert_array_equal(own.present, client.present())
+    # Complete every missing value of modality "a" and mark it generated.
+    missing = ~own.present[:, 0]
+    assert missing.any()
+    feats = own.features["a"].copy()
+    feats[missing] = 1.0
+    present = own.present.copy()
+    present[:, 0] = True
+    generated = np.zeros_like(present)
+    generated[:, 0] = missing
+    done = own.with_columns(features={"a": feats}, present=present, generated=generated)
+    completed = client.with_samples(done)
+    assert completed.num_samples == client.num_samples and completed.present()[:, 0].all()
+    np.testing.assert_array_equal(completed.samples.generated[:, 0], missing)
+    assert done.take(np.arange(3)).generated.shape == (3, 2)
+    with pytest.raises(DataError, match="not present"):
+        own.with_columns(generated=np.ones_like(own.present))

@@ -227,3 +227,24 @@ def test_the_frozen_prefix_saves_no_activations_for_backward(data: FederatedData
     assert lw_last <= 1.1 * lw_first
     assert lw_last < e2e / 2.5
     assert prog_last == e2e  # Prog at full depth trains everything
+
+
+def test_built_from_toml_and_the_docs_example() -> None:
+    import json
+    from pathlib import Path
+
+    from fedmm.core.config import build_technique, load_config, parse_config
+
+    raw = {
+        "data": {"name": "synthetic"},
+        "techniques": [{"name": "layerwise", "mode": "prog", "rounds_per_stage": [0, 2, 3]}],
+    }
+    tech = build_technique(parse_config(raw).techniques[0])
+    assert isinstance(tech, LayerWise) and tech.mode == "prog" and tech.rounds_per_stage == (0, 2, 3)
+    cfg = tech.config()
+    json.dumps(cfg)
+    assert LayerWise(**cfg).config() == cfg
+    root = Path(__file__).resolve().parents[3]
+    example = load_config(root / "docs" / "examples" / "layerwise.toml")
+    built = build_technique(example.techniques[0])
+    assert isinstance(built, LayerWise) and built.mode == "lw"

@@ -170,3 +170,35 @@ def test_agent_pretrains_offline_on_the_simulated_federation(tmp_path: Path) -> 
     loaded = tech.agent(2).state_dict()["policy"]
     assert set(loaded) == set(after)
     assert all(np.array_equal(after[k], loaded[k]) for k in after)
+
+
+@pytest.mark.parametrize(
+    ("entry", "cls", "options"),
+    [
+        ("flexmod", FlexMod, {"budget": 0.8, "beta": 0.3, "agent": {"noise": 0.2}}),
+        ("entire_update", EntireUpdate, {"budget": 0.8}),
+        ("partial_update", PartialUpdate, {"budget": 0.8, "seed": 3}),
+    ],
+)
+def test_built_from_toml_sections(entry: str, cls: type, options: dict[str, Any]) -> None:
+    import json
+
+    from fedmm.core.config import build_technique, parse_config
+
+    raw = {"data": {"name": "synthetic"}, "techniques": [{"name": entry, **options}]}
+    tech = build_technique(parse_config(raw).techniques[0])
+    assert isinstance(tech, cls) and tech.budget == 0.8
+    cfg = tech.config()
+    json.dumps(cfg)
+    assert cls(**cfg).config() == cfg
+    typo = {"data": {"name": "synthetic"}, "techniques": [{"name": entry, "budgett": 1.0}]}
+    with pytest.raises(ConfigError, match=entry):
+        build_technique(parse_config(typo).techniques[0])
+
+
+def test_the_docs_example_config_builds_flexmod() -> None:
+    from fedmm.core.config import build_technique, load_config
+
+    root = Path(__file__).resolve().parents[3]
+    cfg = load_config(root / "docs" / "examples" / "flexmod.toml")
+    assert isinstance(build_technique(cfg.techniques[0]), FlexMod)

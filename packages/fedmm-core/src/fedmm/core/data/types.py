@@ -50,8 +50,10 @@ class SampleSet:
     """Columnar samples shared by every client view.
 
     ``features[m]`` is an array ``(N, *spec.shape)``; ``present`` is ``(N, M)`` bool in the order
-    of ``modalities``; ``labels`` is ``(N,)`` int64 with ``-1`` for a missing label. Torch views of
-    the arrays are created once and share memory with them.
+    of ``modalities``; ``labels`` is ``(N,)`` int64 with ``-1`` for a missing label. ``generated``
+    ``(N, M)`` marks present values that were *generated* (a completed missing modality) rather
+    than observed; it implies ``present``. Torch views of the arrays are created once and share
+    memory with them.
     """
 
     def __init__(
@@ -60,6 +62,7 @@ class SampleSet:
         features: Mapping[str, np.ndarray],
         labels: np.ndarray,
         present: np.ndarray | None = None,
+        generated: np.ndarray | None = None,
     ) -> None:
         self.modalities = tuple(modalities)
         names = [m.name for m in self.modalities]
@@ -89,6 +92,14 @@ class SampleSet:
         if present.shape != (n, len(names)):
             raise DataError(f"presence mask has shape {present.shape}, expected {(n, len(names))}")
         self.present: np.ndarray = present
+        if generated is None:
+            generated = np.zeros_like(present)
+        generated = np.asarray(generated, dtype=bool)
+        if generated.shape != present.shape:
+            raise DataError(f"generated mask has shape {generated.shape}, expected {present.shape}")
+        if np.any(generated & ~present):
+            raise DataError("generated mask marks values that are not present; a generated value is present")
+        self.generated: np.ndarray = generated
         self._torch: dict[str, torch.Tensor] | None = None
 
     # -- basic facts -------------------------------------------------------------------------
@@ -118,13 +129,17 @@ class SampleSet:
         features: Mapping[str, np.ndarray] | None = None,
         labels: np.ndarray | None = None,
         present: np.ndarray | None = None,
+        generated: np.ndarray | None = None,
     ) -> SampleSet:
-        """A new set sharing every column that is not replaced."""
+        """A new set sharing every column that is not replaced (a new ``present`` without a
+        ``generated`` keeps the old generated marks where still present)."""
+        new_present = self.present if present is None else np.asarray(present, dtype=bool)
         return SampleSet(
             self.modalities,
             {**self.features, **(features or {})},
             self.labels if labels is None else labels,
-            self.present if present is None else present,
+            new_present,
+            self.generated & new_present if generated is None else generated,
         )
 
     def take(self, indices: np.ndarray) -> SampleSet:
@@ -135,6 +150,7 @@ class SampleSet:
             {k: v[idx] for k, v in self.features.items()},
             self.labels[idx],
             self.present[idx],
+            self.generated[idx],
         )
 
     def batch(self, indices: np.ndarray | torch.Tensor, modality_mask: np.ndarray | None = None) -> Batch:
@@ -244,6 +260,18 @@ class ClientData:
 
     def labels(self) -> np.ndarray:
         return self.samples.labels[self.indices]
+
+    def local_copy(self) -> SampleSet:
+        """This client's samples as a set of its own (a copy; the client's modality mask applied)."""
+        own = self.samples.take(self.indices)
+        return own.with_columns(present=own.present & self.modality_mask[None, :])
+
+    def with_samples(self, samples: SampleSet) -> ClientData:
+        """This client holding ``samples`` instead (e.g. its data with missing modalities completed)."""
+        n = len(samples)
+        return ClientData(
+            self.client_id, samples, np.arange(n, dtype=np.int64), np.ones(len(samples.modalities), bool)
+        )
 
     def labelled(self) -> ClientData:
         """The same client restricted to labelled samples."""
