@@ -346,3 +346,25 @@ def test_a_technique_can_own_the_model(small_data: FederatedDataset) -> None:
     assert model.head.in_features == 7  # type: ignore[union-attr]
     with pytest.raises(ConfigError, match="Builds and AlsoBuilds both own the 'create_model' step"):
         FedAvg([Builds(), AlsoBuilds()])
+
+
+class PrepareWork(Technique):
+    """A prepare hook that does measurable torch work (as a completion model would)."""
+
+    name = "prepare_work"
+
+    def prepare(self, cctx: ClientContext, data: ClientData) -> ClientData:
+        a = torch.ones(16, 32)
+        _ = a @ torch.ones(32, 8)
+        return data
+
+
+def test_prepare_work_is_measured_in_the_ledger(
+    small_data: FederatedDataset, small_model: MultimodalModel
+) -> None:
+    fed = Federation(small_model, small_data, FedAvg([PrepareWork()], clients_per_round=2), seed=0)
+    history = fed.run(1, progress=False)
+    for rec in history.ledger.records:
+        assert rec.prepare_flops == 2 * 16 * 32 * 8
+        assert 0 < rec.prepare_seconds <= rec.seconds
+    assert history.ledger.totals()["prepare_flops"] == 2 * 2 * 16 * 32 * 8

@@ -86,3 +86,16 @@ def test_partition_from_assignment_keeps_order_and_validates() -> None:
     assert part.of(0).tolist() == [1] and part.of(1).tolist() == [0, 2, 3] and part.of(2).tolist() == []
     with pytest.raises(ValueError, match="offsets"):
         Partition(np.array([0, 5]), np.arange(3))
+
+
+def test_incomplete_samples_drop_exactly_one_modality_from_a_fraction() -> None:
+    from fedmm.core.data.partition import incomplete_samples
+
+    present = np.ones((1000, 2), dtype=bool)
+    out = incomplete_samples(present, 0.8, np.random.default_rng(0))
+    lost = (~out).sum(axis=1)
+    assert set(np.unique(lost)) == {0, 1}  # never both
+    assert int((lost == 1).sum()) == 800
+    assert abs(int((~out[:, 0]).sum()) - 400) < 60  # about half lose each modality
+    single = np.array([[True, False], [True, True]])
+    assert incomplete_samples(single, 1.0, np.random.default_rng(0))[0].tolist() == [True, False]

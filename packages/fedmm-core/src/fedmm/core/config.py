@@ -58,6 +58,12 @@ class DataSection(_Section):
     alpha: float = Field(0.5, gt=0, description="Dirichlet concentration (smaller = more label skew)")
     unimodal_fraction: float = Field(0.0, ge=0, le=1, description="fraction of clients keeping one modality")
     missing_rate: float = Field(0.0, ge=0, le=1, description="per-sample missing-modality rate")
+    incomplete_fraction: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="fraction of samples that lose exactly one modality (FedMVP's missing ratio)",
+    )
     missing_label_rate: float = Field(0.0, ge=0, le=1)
     label_noise_rate: float = Field(0.0, ge=0, le=1)
     validation_fraction: float = Field(0.0, ge=0, lt=1, description="training pool share held by the server")

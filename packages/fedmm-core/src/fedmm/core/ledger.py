@@ -31,6 +31,9 @@ class ClientCost:
     groups_up: tuple[str, ...] = ()
     # FLOPs per trained modality combination ("a+b", or "all" when the plan did not restrict it).
     flops_by_combination: dict[str, int] = dataclasses.field(default_factory=dict)
+    # The `prepare` hooks' work (e.g. completing missing modalities), outside `flops`/`seconds`' steps.
+    prepare_flops: int = 0
+    prepare_seconds: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -47,7 +50,7 @@ class ClientCost:
         return cls(**d)
 
 
-TOTALLED = ("bytes_down", "bytes_up", "flops", "seconds", "steps")
+TOTALLED = ("bytes_down", "bytes_up", "flops", "seconds", "steps", "prepare_flops", "prepare_seconds")
 
 
 class Ledger:

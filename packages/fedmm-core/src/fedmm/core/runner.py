@@ -36,6 +36,7 @@ def build_dataset(cfg: RunConfig) -> FederatedDataset:
         alpha=d.alpha,
         unimodal_fraction=d.unimodal_fraction,
         missing_rate=d.missing_rate,
+        incomplete_fraction=d.incomplete_fraction,
         missing_label_rate=d.missing_label_rate,
         label_noise_rate=d.label_noise_rate,
         validation_fraction=d.validation_fraction,

@@ -103,6 +103,25 @@ def missing_modalities(present: np.ndarray, rate: float, rng: np.random.Generato
     return out
 
 
+def incomplete_samples(present: np.ndarray, fraction: float, rng: np.random.Generator) -> np.ndarray:
+    """Make a ``fraction`` of the samples incomplete: each loses exactly one of its modalities,
+    chosen uniformly (so with two modalities about half lose each, as FedMVP's missing ratio).
+
+    Samples with a single modality left cannot lose it and are not picked.
+    """
+    _check_rate("incomplete_fraction", fraction)
+    present = np.asarray(present, dtype=bool)
+    out = present.copy()
+    if fraction == 0 or present.shape[1] < 2:
+        return out
+    eligible = np.flatnonzero(present.sum(axis=1) >= 2)
+    k = min(round(fraction * present.shape[0]), eligible.shape[0])
+    chosen = rng.permutation(eligible)[:k]
+    scores = rng.random((k, present.shape[1])) * present[chosen]
+    out[chosen, scores.argmax(axis=1)] = False
+    return out
+
+
 def missing_labels(labels: np.ndarray, rate: float, rng: np.random.Generator) -> np.ndarray:
     """Mark a ``rate`` fraction of labels as missing (``-1``)."""
     _check_rate("missing_label_rate", rate)

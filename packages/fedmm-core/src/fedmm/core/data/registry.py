@@ -150,6 +150,7 @@ def federate(
     validation_fraction: float = 0.0,
     min_samples: int = 1,
     seed: int = 0,
+    incomplete_fraction: float = 0.0,
 ) -> FederatedDataset:
     """Split ``central.train`` over clients and apply the simulation knobs.
 
@@ -198,6 +199,8 @@ def federate(
         labels = P.missing_labels(labels, missing_label_rate, rng)
     if missing_rate:
         present = P.missing_modalities(present, missing_rate, rng)
+    if incomplete_fraction:
+        present = P.incomplete_samples(present, incomplete_fraction, rng)
     if labels is not train.labels or present is not train.present:
         train = train.with_columns(labels=labels, present=present)
     client_modalities = None
@@ -210,6 +213,7 @@ def federate(
         alpha=alpha if partition == "dirichlet" else None,
         unimodal_fraction=unimodal_fraction,
         missing_rate=missing_rate,
+        incomplete_fraction=incomplete_fraction,
         missing_label_rate=missing_label_rate,
         label_noise_rate=label_noise_rate,
     )
@@ -240,6 +244,7 @@ def load(
     validation_fraction: float = 0.0,
     min_samples: int = 1,
     seed: int = 0,
+    incomplete_fraction: float = 0.0,
     only_modalities: list[str] | tuple[str, ...] | None = None,
     **options: Any,
 ) -> FederatedDataset:
@@ -264,6 +269,7 @@ def load(
         validation_fraction=validation_fraction,
         min_samples=min_samples,
         seed=seed,
+        incomplete_fraction=incomplete_fraction,
     )
 
 

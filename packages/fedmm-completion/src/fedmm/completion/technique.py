@@ -1,0 +1,215 @@
+"""``FedMVP``: complete missing modalities with frozen models, train a joint encoder with MCM and
+RAM, aggregate by CKA similarity (Che, Wang, Liu, Ma, arXiv 2406.11048; spec ``shared/methods/fedmvp.md``).
+
+Hooks:
+
+* ``prepare`` (client): on a client's first round, complete its missing modalities with the
+  completer (e.g. :class:`~fedmm.completion.completion.PoolCompleter`) and cache the completed
+  columns in the client's state; later rounds reuse the cache. The work is measured by core's
+  ledger (``prepare_flops``, ``prepare_seconds``).
+* ``loss_terms`` (client): MCM and RAM on the model's joint and unimodal embeddings
+  (:class:`~fedmm.completion.model.FedMVPModel`).
+* ``aggregate`` (server, owned; ``aggregation="cka"``): each uploaded model embeds the server's
+  probe set; ``S_ij`` = linear CKA of clients ``i`` and ``j`` (rows L2-normalised), weights
+  ``w_i ∝ Σ_j S_ij`` (degree centrality with the self-loop); ``aggregation="fedavg"`` leaves
+  core's sample-weighted FedAvg in place.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from fedmm.completion.completion import PoolCompleter
+from fedmm.completion.losses import mcm_loss, ram_loss
+from fedmm.completion.model import FedMVPModel, pretrain_extractors
+from fedmm.core.arrays import GroupedArrays, weighted_mean
+from fedmm.core.data.types import MISSING_LABEL, SampleSet
+from fedmm.core.errors import ConfigError
+from fedmm.core.maths.cka import cka_aggregation_weights
+from fedmm.core.protocol import ClientContext, ClientResult, RoundContext, Technique, TrainPlan
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from fedmm.core.data.types import Batch, ClientData, FederatedDataset
+    from fedmm.core.models.model import ModelOutput
+
+__all__ = ["Completer", "FedMVP"]
+
+CACHE = "fedmvp/completed/"
+MCM, RAM = "fedmvp/mcm", "fedmvp/ram"
+
+
+class Completer(Protocol):
+    def complete(self, samples: SampleSet) -> SampleSet: ...
+
+
+class FedMVP(Technique):
+    """FedMVP. ``completer=None`` turns completion off (the zero-filling baseline keeps missing
+    modalities masked); ``probe`` is the server's probe set for CKA (required for ``"cka"``).
+
+    Args:
+        completer: fills missing modalities once per client (cached).
+        probe: samples the server embeds with every uploaded model for the CKA weights.
+        aggregation: ``"cka"`` or ``"fedavg"``.
+        mcm_weight, ram_weight: ``α`` and ``β_r`` (the paper's 0.01 and 0.5); 0 turns a loss off.
+        temperature: ``τ`` of MCM (0.1).
+    """
+
+    name: ClassVar[str] = "fedmvp"
+
+    def __init__(
+        self,
+        completer: Completer | None = None,
+        probe: SampleSet | None = None,
+        aggregation: Literal["cka", "fedavg"] = "cka",
+        mcm_weight: float = 0.01,
+        ram_weight: float = 0.5,
+        temperature: float = 0.1,
+        completion: Literal["pool", "none"] = "pool",
+        dim: int = 64,
+        extractor_epochs: int = 60,
+    ) -> None:
+        if aggregation not in ("cka", "fedavg"):
+            raise ConfigError(f"fedmvp: aggregation must be 'cka' or 'fedavg', got {aggregation!r}")
+        if completion not in ("pool", "none"):
+            raise ConfigError(f"fedmvp: completion must be 'pool' or 'none', got {completion!r}")
+        for label, v in (("mcm_weight", mcm_weight), ("ram_weight", ram_weight)):
+            if not (np.isfinite(v) and v >= 0):
+                raise ConfigError(f"fedmvp: {label} must be >= 0, got {v}")
+        if not temperature > 0:
+            raise ConfigError(f"fedmvp: temperature must be > 0, got {temperature}")
+        self.completer = completer
+        self.probe = probe
+        self.aggregation = aggregation
+        self.mcm_weight = float(mcm_weight)
+        self.ram_weight = float(ram_weight)
+        self.temperature = float(temperature)
+        self.completion = completion
+        self.dim = int(dim)
+        self.extractor_epochs = int(extractor_epochs)
+        self.last_weights: np.ndarray | None = None
+
+    def config(self) -> dict[str, Any]:
+        return {
+            "aggregation": self.aggregation,
+            "mcm_weight": self.mcm_weight,
+            "ram_weight": self.ram_weight,
+            "temperature": self.temperature,
+            "completion": self.completion,
+            "dim": self.dim,
+            "extractor_epochs": self.extractor_epochs,
+        }
+
+    # -- set-up --------------------------------------------------------------------------------
+    def create_model(self, data: FederatedDataset, options: Mapping[str, Any]) -> nn.Module | None:
+        """FedMVP's model for ``data``, from its public split (``validation_fraction`` > 0):
+        extractors pre-trained there and frozen, the completion pool and the CKA probe set."""
+        public = data.validation
+        if public is None or len(public) == 0:
+            raise ConfigError(
+                "fedmvp builds its frozen extractors, completion pool and CKA probe from the server's "
+                "public split: load the data with validation_fraction > 0 "
+                "(e.g. [data] validation_fraction = 0.1)"
+            )
+        if self.completer is None and self.completion == "pool":
+            self.completer = PoolCompleter(public)
+        if self.probe is None:
+            self.probe = public
+        encoders = dict(options.get("encoders") or {})
+        extractors = pretrain_extractors(public, data.num_classes, encoders, self.dim, self.extractor_epochs)
+        names = [m.name for m in data.modalities]
+        return FedMVPModel(
+            data.modalities, extractors, dict.fromkeys(names, self.dim), data.num_classes, dim=self.dim
+        )
+
+    # -- server --------------------------------------------------------------------------------
+    def configure(self, ctx: RoundContext, client_id: int, plan: TrainPlan) -> TrainPlan:
+        # Checked on the server: a client-side error would only drop the client, round after round.
+        if self.completer is None and self.completion == "pool":
+            raise ConfigError(
+                "fedmvp: completion='pool' has no pool yet: pass completer=PoolCompleter(public), let "
+                "FedMVP build the model (strategy.create_model(data, {})), or set completion='none'"
+            )
+        if self.aggregation == "cka" and self.probe is None:
+            raise ConfigError(
+                "fedmvp: CKA aggregation needs a probe set: pass probe= (e.g. the server's validation "
+                "split) or let FedMVP build the model (create_model) from data with a validation split"
+            )
+        return plan
+
+    # -- client --------------------------------------------------------------------------------
+    def prepare(self, cctx: ClientContext, data: ClientData) -> ClientData:
+        if self.completer is None:
+            return data
+        own = data.local_copy()
+        names = own.modality_names
+        if CACHE + "present" in cctx.state:  # completed on an earlier round
+            feats = {m: cctx.state[CACHE + m] for m in names}
+            present = cctx.state[CACHE + "present"].astype(bool)
+            generated = cctx.state[CACHE + "generated"].astype(bool)
+            return data.with_samples(own.with_columns(features=feats, present=present, generated=generated))
+        done = self.completer.complete(own)
+        for m in names:
+            cctx.state[CACHE + m] = done.features[m]
+        cctx.state[CACHE + "present"] = done.present
+        cctx.state[CACHE + "generated"] = done.generated
+        return data.with_samples(done)
+
+    def loss_terms(
+        self, cctx: ClientContext, batch: Batch, outputs: ModelOutput
+    ) -> Mapping[str, torch.Tensor]:
+        model = cctx.model
+        labelled = batch.labels != MISSING_LABEL
+        terms: dict[str, torch.Tensor] = {}
+        names = list(batch.modalities)
+        uni = {
+            m: outputs.embeddings[m]
+            for i, m in enumerate(names)
+            if bool(outputs.present[:, i].all())  # contrast only within batches that hold m everywhere
+        }
+        if self.mcm_weight > 0 and uni and len(batch) > 1:
+            terms[MCM] = mcm_loss(outputs.fused, uni, self.temperature, self.mcm_weight)
+        if self.ram_weight > 0 and uni and bool(labelled.any()) and hasattr(model, "classify"):
+            y = batch.labels[labelled]
+            joint_ce = F.cross_entropy(outputs.logits[labelled], y)
+            classify: Any = getattr(model, "classify")  # noqa: B009 (FedMVPModel API)
+            uni_l = {m: u[labelled] for m, u in uni.items()}
+            uni_ce = {m: F.cross_entropy(classify(u), y) for m, u in uni_l.items()}
+            terms[RAM] = ram_loss(outputs.fused[labelled], uni_l, uni_ce, joint_ce, self.ram_weight)
+        return terms
+
+    # -- server --------------------------------------------------------------------------------
+    def client_weights(self, ctx: RoundContext, results: Sequence[ClientResult]) -> np.ndarray:
+        """CKA degree-centrality weights of ``results`` (the clients' models on the probe set)."""
+        if self.probe is None:
+            raise ConfigError(
+                "fedmvp: CKA aggregation needs a probe set: pass probe= (e.g. the server's validation "
+                "split) or let FedMVP build the model (create_model) from data with a validation split"
+            )
+        reps = []
+        idx = np.arange(len(self.probe))
+        for r in results:
+            arrays = {g: {**ctx.previous_arrays[g], **r.update.get(g, {})} for g in ctx.previous_arrays}
+            model = ctx.model_factory(arrays)
+            with torch.no_grad():
+                out = model(self.probe.batch(idx))
+            reps.append(out.fused.numpy())
+        return np.asarray(cka_aggregation_weights(reps, normalize_rows=True), dtype=np.float64)
+
+    def aggregate(self, ctx: RoundContext, results: Sequence[ClientResult]) -> GroupedArrays | None:
+        if self.aggregation != "cka":
+            return None
+        weights = self.client_weights(ctx, results)
+        self.last_weights = weights
+        return weighted_mean([r.update for r in results], weights.tolist(), ctx.previous_arrays)
+
+    def after_round(self, ctx: RoundContext, metrics: dict[str, Any]) -> None:
+        if self.last_weights is not None and len(self.last_weights):
+            metrics["fedmvp/cka_weight_min"] = float(self.last_weights.min())
+            metrics["fedmvp/cka_weight_max"] = float(self.last_weights.max())

@@ -1,0 +1,115 @@
+"""The FedMVP technique: completion once per client, frozen extractors, MCM/RAM, CKA aggregation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from fedmm.completion.completion import PoolCompleter
+from fedmm.completion.model import FedMVPModel
+from fedmm.completion.technique import FedMVP
+from fedmm.core import FedAvg, Federation, datasets
+from fedmm.core.arrays import get_arrays
+from fedmm.core.data.types import FederatedDataset
+from fedmm.core.errors import ConfigError
+from fedmm.core.protocol import ClientResult, RoundContext
+
+
+@pytest.fixture(scope="module")
+def data() -> FederatedDataset:
+    return datasets.load(
+        "synthetic",
+        clients=3,
+        partition="iid",
+        num_samples=300,
+        test_samples=90,
+        incomplete_fraction=0.8,
+        validation_fraction=0.2,
+        seed=0,
+    )
+
+
+def _model(data: FederatedDataset) -> FedMVPModel:
+    torch.manual_seed(0)
+    extractors = {m.name: nn.Sequential(nn.Linear(m.shape[0], 8), nn.ReLU()) for m in data.modalities}
+    return FedMVPModel(
+        data.modalities, extractors, dict.fromkeys(["a", "b"], 8), data.num_classes, dim=16, layers=1, heads=2
+    )
+
+
+def test_frozen_extractors_are_no_group_and_never_change(data: FederatedDataset) -> None:
+    model = _model(data)
+    assert set(model.parameter_groups()) == {"encoder.a", "encoder.b", "fusion", "head"}
+    before = {m: [p.detach().clone() for p in e.parameters()] for m, e in model.frozen.items()}
+    tech = FedMVP(completer=PoolCompleter(data.validation), probe=data.validation)
+    fed = Federation(model, data, FedAvg([tech], optimizer="adam", lr=1e-2), seed=0)
+    history = fed.run(2, progress=False)
+    for m, e in fed.model.frozen.items():
+        assert all(torch.equal(a, b) for a, b in zip(before[m], e.parameters(), strict=True))
+    # Nothing of the extractors crossed: the ledger's groups are the learnable ones only.
+    for rec in history.ledger.records:
+        assert set(rec.groups_up) <= {"encoder.a", "encoder.b", "fusion", "head"}
+    assert all(np.isfinite(r["accuracy"]) for r in history.rounds)
+
+
+def test_completion_runs_once_per_client_and_marks_generated(data: FederatedDataset) -> None:
+    tech = FedMVP(completer=PoolCompleter(data.validation), probe=data.validation)
+    fed = Federation(_model(data), data, FedAvg([tech], optimizer="adam", lr=1e-2), seed=0)
+    fed.run(2, progress=False)
+    for cid in range(data.num_clients):
+        state = fed.client_states[cid]
+        present, generated = state["fedmvp/completed/present"], state["fedmvp/completed/generated"]
+        assert present.all()  # every missing slot was filled
+        np.testing.assert_array_equal(generated, ~data.client(cid).present())  # and marked generated
+    # The cost of completing appears once per client: on its first round, with real time spent.
+    first = [r for r in fed.history.ledger.records if r.round == 1]
+    again = [r for r in fed.history.ledger.records if r.round == 2]
+    assert all(r.prepare_seconds > 0 for r in first)
+    assert sum(r.prepare_seconds for r in again) < sum(r.prepare_seconds for r in first)
+
+
+def test_cka_weights_are_uniform_for_identical_clients_and_lowest_for_a_stranger(
+    data: FederatedDataset,
+) -> None:
+    model = _model(data)
+    fed = Federation(model, data, FedAvg(), seed=0)
+    ctx: RoundContext = fed.context(1)
+    ctx.previous_arrays = fed.global_arrays
+    tech = FedMVP(probe=data.validation)
+    same = ClientResult(0, 10, get_arrays(model), {}, {}, {}, None)  # type: ignore[arg-type]
+    weights = tech.client_weights(ctx, [same, same, same])
+    np.testing.assert_allclose(weights, [1 / 3] * 3)
+    torch.manual_seed(123)
+    stranger = _model(data)
+    for p in stranger.parameters():
+        nn.init.normal_(p, std=1.0)
+    odd = ClientResult(2, 10, get_arrays(stranger), {}, {}, {}, None)  # type: ignore[arg-type]
+    weights = tech.client_weights(ctx, [same, same, odd])
+    assert weights.argmin() == 2 and weights.sum() == pytest.approx(1.0)
+
+
+def test_built_by_create_model_from_the_public_split(data: FederatedDataset) -> None:
+    tech = FedMVP(extractor_epochs=2, dim=16)
+    strategy = FedAvg([tech], optimizer="adam", lr=1e-2)
+    model = strategy.create_model(data, {})
+    assert isinstance(model, FedMVPModel) and tech.probe is data.validation
+    history = Federation(model, data, strategy, seed=0).run(1, progress=False)
+    assert 0 < history.rounds[-1]["fedmvp/cka_weight_min"] <= history.rounds[-1]["fedmvp/cka_weight_max"]
+    no_public = datasets.load("synthetic", clients=2, partition="iid", num_samples=100, seed=0)
+    with pytest.raises(ConfigError, match="validation_fraction"):
+        FedMVP().create_model(no_public, {})
+
+
+def test_bad_parameters_are_clear_errors(data: FederatedDataset) -> None:
+    with pytest.raises(ConfigError, match="completion must be"):
+        FedMVP(completion="magic")  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="no pool yet"):
+        Federation(_model(data), data, FedAvg([FedMVP()]), seed=0).run(1, progress=False)
+    with pytest.raises(ConfigError, match="probe set"):
+        Federation(_model(data), data, FedAvg([FedMVP(completion="none")]), seed=0).run(1, progress=False)
+    with pytest.raises(ConfigError, match="aggregation must be"):
+        FedMVP(aggregation="median")  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="mcm_weight"):
+        FedMVP(aggregation="fedavg", mcm_weight=-1)
