@@ -108,10 +108,7 @@ class FedMVPModel(nn.Module):
         return self.head["out"](o)
 
     def forward(self, batch: Batch, active: Iterable[str] | None = None) -> ModelOutput:
-        present = batch.present
-        if active is not None:
-            keep = set(active)
-            present = present & torch.tensor([m in keep for m in self.modalities], dtype=torch.bool)
+        present = batch.present_for(active)
         n = len(batch)
         tokens = torch.zeros(n, len(self.modalities), self.dim)
         hidden: dict[str, torch.Tensor] = {}

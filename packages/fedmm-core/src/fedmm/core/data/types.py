@@ -8,7 +8,7 @@ missing per sample or for a whole client) and a label (``-1`` = unlabelled).
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
@@ -178,6 +178,13 @@ class Batch:
 
     def mask_of(self, modality: str) -> torch.Tensor:
         return self.present[:, self.modalities.index(modality)]
+
+    def present_for(self, active: Iterable[str] | None = None) -> torch.Tensor:
+        """The presence mask with every modality outside ``active`` marked missing (None = all)."""
+        if active is None:
+            return self.present
+        keep = set(active)
+        return self.present & torch.tensor([m in keep for m in self.modalities], dtype=torch.bool)
 
     def restrict(self, modalities: Sequence[str]) -> Batch:
         """The same batch with every modality outside ``modalities`` marked missing."""

@@ -109,10 +109,7 @@ class MultimodalModel(nn.Module):
     def embed(
         self, batch: Batch, active: Iterable[str] | None = None
     ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-        present = batch.present
-        if active is not None:
-            keep = set(active)
-            present = present & torch.tensor([m in keep for m in self.modalities], dtype=torch.bool)
+        present = batch.present_for(active)
         embeddings: dict[str, torch.Tensor] = {}
         for i, m in enumerate(self.modalities):
             encoder = self.encoders[m]

@@ -77,10 +77,7 @@ class ModalityEnsembleModel(nn.Module):
         self._groups: dict[str, tuple[str, ...]] | None = None
 
     def forward(self, batch: Batch, active: Iterable[str] | None = None) -> ModelOutput:
-        present = batch.present
-        if active is not None:
-            keep = set(active)
-            present = present & torch.tensor([m in keep for m in self.modalities], dtype=torch.bool)
+        present = batch.present_for(active)
         n = len(batch)
         embeddings: dict[str, torch.Tensor] = {}
         total = torch.zeros(n, self.num_classes)
