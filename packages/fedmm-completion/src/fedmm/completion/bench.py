@@ -9,8 +9,10 @@ Every arm uses the same :class:`~fedmm.completion.model.FedMVPModel`: frozen per
 extractors (core's MLP / 1-D conv encoders pre-trained on the public split, then frozen — our
 stand-in for the paper's fine-tuned ViT / BERT backbones) and the same learnable joint encoder.
 
-* ``zero_fill``: missing modalities stay missing (zero embedding, masked out of the joint
-  encoder), FedAvg, cross-entropy only;
+* ``zero_fill``: missing values are set to zero and fed to the model as if observed, FedAvg,
+  cross-entropy only;
+* ``masked`` (a stronger baseline than the issue asks for): missing modalities stay missing
+  (zero embedding, masked out of the joint encoder), FedAvg, cross-entropy only;
 * ``drop``: clients train only on their complete samples, FedAvg, cross-entropy only;
 * ``fedmvp``: completion by :class:`~fedmm.completion.completion.PoolCompleter` over the public
   split (coarse-to-fine retrieval), MCM + RAM, CKA aggregation on the public split as probe set.
@@ -44,6 +46,16 @@ ENCODERS = {"image": "mlp", "audio": "conv1d"}
 FEATURES = 64
 
 
+def _zero_filled(data: FederatedDataset) -> FederatedDataset:
+    """Missing values replaced by zeros and treated as present (the model sees the zeros)."""
+    train = data.train
+    feats = {m: train.features[m].copy() for m in train.modality_names}
+    for j, m in enumerate(train.modality_names):
+        feats[m][~train.present[:, j]] = 0
+    filled = train.with_columns(features=feats, present=np.ones_like(train.present), generated=~train.present)
+    return dataclasses.replace(data, train=filled)
+
+
 def _drop_incomplete(data: FederatedDataset) -> FederatedDataset:
     complete = np.asarray(data.train.present.all(axis=1), dtype=bool)
     lists = [idx[complete[idx]] for idx in (data.partition.of(c) for c in range(data.num_clients))]
@@ -74,7 +86,8 @@ def run(quick: bool = False, progress: bool = False, plots_dir: str | None = Non
         data.modalities, extractors, dict.fromkeys(data.train.modality_names, FEATURES), data.num_classes
     )
     arms: dict[str, tuple[FederatedDataset, list[Technique]]] = {
-        "zero_fill": (data, []),
+        "zero_fill": (_zero_filled(data), []),
+        "masked": (data, []),
         "drop": (_drop_incomplete(data), []),
         "fedmvp": (data, [FedMVP(completer=PoolCompleter(public), probe=public)]),
     }
@@ -108,6 +121,7 @@ def run(quick: bool = False, progress: bool = False, plots_dir: str | None = Non
             out[f"accuracy_audio_only_test_{name}"] = float(history.rounds[-1]["accuracy/audio"])
     out["gain_vs_zero_fill_pp"] = 100 * (out["accuracy_fedmvp"] - out["accuracy_zero_fill"])
     out["gain_vs_drop_pp"] = 100 * (out["accuracy_fedmvp"] - out["accuracy_drop"])
+    out["gain_vs_masked_pp"] = 100 * (out["accuracy_fedmvp"] - out["accuracy_masked"])
     out["target_met"] = bool(out["gain_vs_zero_fill_pp"] >= 5.0)
     if plots_dir:
         Path(plots_dir).mkdir(parents=True, exist_ok=True)
