@@ -6,7 +6,6 @@ Every model is built from a config, written with ``save_pretrained`` and loaded 
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -19,45 +18,16 @@ from fedmm.core.errors import ConfigError
 
 pytest.importorskip("transformers")
 
-WORDS = [
-    "a", "photo", "of", "cardinal", "type", "bird", "red", "blue", "with", "wings", "small", "the", "on",
-    "branch", "flower", "rose", "and", "black", "white", "tail",
-]  # fmt: skip
-BERT_SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "[DEC]"]
-
-
-def _images(batch: int = 2, size: int = 40, seed: int = 0) -> torch.Tensor:
-    return torch.rand(batch, 3, size, size, generator=torch.Generator().manual_seed(seed))
-
 
 # ------------------------------------------------------------------------------------------------- CLIP
-def _tiny_clip() -> FrozenCLIP:
-    torch.manual_seed(0)
-    layer = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64}
-    return FrozenCLIP.from_config(
-        {
-            "text_config": {
-                **layer,
-                "vocab_size": 100,
-                "max_position_embeddings": 16,
-                "bos_token_id": 98,
-                "eos_token_id": 99,
-                "pad_token_id": 0,
-            },
-            "vision_config": {**layer, "image_size": 32, "patch_size": 8},
-            "projection_dim": 24,
-        }
-    )
-
-
-def test_frozen_clip_shapes_frozen_and_round_trip(tmp_path: Path) -> None:
-    clip = _tiny_clip()
+def test_frozen_clip_shapes_frozen_and_round_trip(tmp_path: Path, tiny: Any) -> None:
+    clip = tiny.clip()
     assert clip.dim == 24
     assert not any(p.requires_grad for p in clip.parameters())
     clip.train()
     assert not clip.training and not any(m.training for m in clip.modules())
 
-    images = _images(3, size=40)  # resized to the vision config's 32x32
+    images = tiny.images(3, size=40)  # resized to the vision config's 32x32
     ids = torch.randint(3, 98, (3, 7), generator=torch.Generator().manual_seed(1))
     ids[:, 0], ids[:, -1] = 98, 99  # CLIP pools the hidden state at the first eos token
     ids[0, 4:] = torch.tensor([99, 0, 0])
@@ -76,38 +46,6 @@ def test_frozen_clip_shapes_frozen_and_round_trip(tmp_path: Path) -> None:
 
 
 # ------------------------------------------------------------------------------------------------- BLIP
-def _bert_tokenizer(tmp_path: Path) -> Any:
-    from transformers import BertTokenizer
-
-    vocab = tmp_path / "vocab.txt"
-    vocab.write_text("\n".join([*BERT_SPECIAL, ",", *WORDS]) + "\n")
-    return BertTokenizer(str(vocab), do_lower_case=True, bos_token="[DEC]")
-
-
-def _tiny_captioner(tmp_path: Path) -> Captioner:
-    from transformers import BlipConfig
-
-    tok = _bert_tokenizer(tmp_path)
-    vocab = tok.get_vocab()
-    layer = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64}
-    config = BlipConfig(
-        text_config={
-            **layer,
-            "vocab_size": len(tok),
-            "max_position_embeddings": 64,
-            "bos_token_id": vocab["[DEC]"],
-            "pad_token_id": vocab["[PAD]"],
-            "sep_token_id": vocab["[SEP]"],
-            "eos_token_id": vocab["[SEP]"],
-        },
-        vision_config={**layer, "image_size": 32, "patch_size": 8},
-        projection_dim=32,
-        image_text_hidden_size=32,
-    )
-    torch.manual_seed(0)
-    return Captioner.from_config(config, tok)
-
-
 def test_coarse_prompt() -> None:
     assert coarse_prompt("cardinal", "bird") == "a photo of a cardinal, a type of bird,"
     assert coarse_prompt("red_rose", None) == "a photo of a red rose,"
@@ -115,19 +53,19 @@ def test_coarse_prompt() -> None:
         coarse_prompt("  ")
 
 
-def test_captioner_prompts_and_round_trip(tmp_path: Path) -> None:
-    cap = _tiny_captioner(tmp_path)
+def test_captioner_prompts_and_round_trip(tmp_path: Path, tiny: Any) -> None:
+    cap = tiny.captioner(tmp_path)
     assert not any(p.requires_grad for p in cap.parameters())
     cap.train()
     assert not cap.training
 
-    images = _images(2, size=40)
+    images = tiny.images(2, size=40)
     plain = cap.caption(images, max_new_tokens=5)
     # random weights: the first greedy token is often [SEP], giving ""
     assert len(plain) == 2 and all(isinstance(c, str) for c in plain)
     # generate kwargs pass through to BLIP's generate: forbidding an early stop yields words of the vocabulary
     forced = cap.caption(images, max_new_tokens=5, min_new_tokens=3)
-    assert all(c and set(c.replace(",", " ").split()) <= set(WORDS) for c in forced)
+    assert all(c and set(c.replace(",", " ").split()) <= set(tiny.words) for c in forced)
 
     # Prompts of different token lengths in one batch; "Cardinal" is lower-cased by the tokenizer.
     prompts = [coarse_prompt("Cardinal", "bird"), coarse_prompt("rose")]
@@ -154,62 +92,9 @@ def test_captioner_prompts_and_round_trip(tmp_path: Path) -> None:
 
 
 # ------------------------------------------------------------------------------------------- text → image
-def _clip_tokenizer(tmp_path: Path) -> Any:
-    from transformers import CLIPTokenizer
-
-    letters = "abcdefghijklmnopqrstuvwxyz"
-    tokens = ["<|startoftext|>", "<|endoftext|>", *letters, *(c + "</w>" for c in letters)]
-    merges = ["r e", "re d</w>", "b i", "bi r", "bir d</w>", "b l", "bl u", "blu e</w>"]
-    for merge in merges:
-        tokens.append(merge.replace(" ", ""))
-    vocab = {tok: i for i, tok in enumerate(dict.fromkeys(tokens))}
-    (tmp_path / "vocab.json").write_text(json.dumps(vocab))
-    (tmp_path / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n")
-    return CLIPTokenizer(str(tmp_path / "vocab.json"), str(tmp_path / "merges.txt"), model_max_length=77)
-
-
-def _tiny_text_to_image(tmp_path: Path) -> TextToImage:
-    tok = _clip_tokenizer(tmp_path)
-    torch.manual_seed(0)
-    return TextToImage.from_config(
-        unet={
-            "sample_size": 8,
-            "in_channels": 4,
-            "out_channels": 4,
-            "block_out_channels": (32, 64),
-            "layers_per_block": 1,
-            "down_block_types": ("CrossAttnDownBlock2D", "DownBlock2D"),
-            "up_block_types": ("UpBlock2D", "CrossAttnUpBlock2D"),
-            "cross_attention_dim": 32,
-            "attention_head_dim": 8,
-            "norm_num_groups": 32,
-        },
-        vae={
-            "in_channels": 3,
-            "out_channels": 3,
-            "latent_channels": 4,
-            "block_out_channels": (32, 64),
-            "down_block_types": ("DownEncoderBlock2D", "DownEncoderBlock2D"),
-            "up_block_types": ("UpDecoderBlock2D", "UpDecoderBlock2D"),
-            "layers_per_block": 1,
-            "norm_num_groups": 32,
-            "sample_size": 16,
-        },
-        text_encoder={
-            "hidden_size": 32,
-            "num_hidden_layers": 2,
-            "num_attention_heads": 2,
-            "intermediate_size": 64,
-            "vocab_size": len(tok),
-            "max_position_embeddings": 77,
-        },
-        tokenizer=tok,
-    )
-
-
-def test_text_to_image_generate_and_round_trip(tmp_path: Path) -> None:
+def test_text_to_image_generate_and_round_trip(tmp_path: Path, tiny: Any) -> None:
     pytest.importorskip("diffusers")
-    t2i = _tiny_text_to_image(tmp_path)
+    t2i = tiny.text_to_image(tmp_path)
     assert not any(p.requires_grad for p in t2i.parameters())
     t2i.train()
     assert not t2i.training

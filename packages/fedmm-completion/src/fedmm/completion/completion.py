@@ -17,12 +17,22 @@ av-digits (0.830 vs 0.850); retrieval of real pairs gave 0.870. The foundation-m
 
 from __future__ import annotations
 
-import numpy as np
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from fedmm.core.data.captions import WordTokenizer
 from fedmm.core.data.types import MISSING_LABEL, SampleSet
 from fedmm.core.errors import DataError
 
-__all__ = ["PoolCompleter"]
+if TYPE_CHECKING:
+    from fedmm.completion.foundation import Captioner, TextToImage
+
+__all__ = ["FoundationCompleter", "PoolCompleter"]
 
 
 class PoolCompleter:
@@ -85,4 +95,97 @@ class PoolCompleter:
                     feats[names[k]][i] = self.pool.features[names[k]][pick]
                     present[i, k] = True
                     generated[i, k] = True
+        return samples.with_columns(features=feats, present=present, generated=generated)
+
+
+class FoundationCompleter:
+    """Complete image–caption samples with frozen foundation models (the paper's path).
+
+    * missing **text**: the captioner continues the coarse class prompt
+      (:func:`~fedmm.completion.foundation.coarse_prompt`) from the image — coarse to fine — and the
+      caption is tokenised with the dataset's own vocabulary;
+    * missing **image**: the text-to-image pipeline draws from the coarse prompt followed by the
+      available caption, resized to the dataset's image shape.
+
+    Args:
+        captioner, generator: the frozen models (either may be None if that modality is never missing).
+        vocab: the dataset's word vocabulary (``metadata["vocab"]`` of the captions loader).
+        class_names: names for the coarse prompt (``data.class_names``).
+        category: the coarse prompt's "a type of …" (e.g. ``"bird"``), or None.
+        image, text: the modality names.
+        steps, seed, batch_size: of generation; ``progress`` shows a bar per modality.
+    """
+
+    def __init__(
+        self,
+        captioner: Captioner | None,
+        generator: TextToImage | None,
+        vocab: Sequence[str],
+        class_names: Sequence[str],
+        *,
+        category: str | None = None,
+        image: str = "image",
+        text: str = "text",
+        steps: int = 2,
+        seed: int = 0,
+        batch_size: int = 8,
+        progress: bool = False,
+    ) -> None:
+        self.captioner = captioner
+        self.generator = generator
+        self.tokenizer = WordTokenizer(vocab)
+        self.class_names = tuple(class_names)
+        self.category = category
+        self.image, self.text = image, text
+        self.steps, self.seed, self.batch_size, self.progress = steps, seed, batch_size, progress
+
+    def _prompt(self, label: int) -> str:
+        from fedmm.completion.foundation import coarse_prompt
+
+        name = self.class_names[label] if 0 <= label < len(self.class_names) else "thing"
+        return coarse_prompt(name, self.category)
+
+    def complete(self, samples: SampleSet) -> SampleSet:
+        names = samples.modality_names
+        if self.image not in names or self.text not in names:
+            raise DataError(
+                f"FoundationCompleter needs modalities {self.image!r} and {self.text!r}, got {names}"
+            )
+        i_img, i_txt = names.index(self.image), names.index(self.text)
+        feats = {m: samples.features[m].copy() for m in names}
+        present, generated = samples.present.copy(), samples.generated.copy()
+        max_len = samples.features[self.text].shape[1]
+        no_text = np.flatnonzero(~samples.present[:, i_txt] & samples.present[:, i_img])
+        if no_text.size:
+            if self.captioner is None:
+                raise DataError("samples miss their text but the FoundationCompleter has no captioner")
+            for start in tqdm(
+                range(0, no_text.size, self.batch_size), desc="captioning", disable=not self.progress
+            ):
+                rows = no_text[start : start + self.batch_size]
+                prompts = [self._prompt(int(samples.labels[r])) for r in rows]
+                captions = self.captioner.caption(
+                    torch.from_numpy(samples.features[self.image][rows]), prompts
+                )
+                feats[self.text][rows] = self.tokenizer.encode_batch(captions, max_len)
+            present[no_text, i_txt] = generated[no_text, i_txt] = True
+        no_image = np.flatnonzero(~samples.present[:, i_img] & samples.present[:, i_txt])
+        if no_image.size:
+            if self.generator is None:
+                raise DataError("samples miss their image but the FoundationCompleter has no generator")
+            shape = samples.features[self.image].shape[1:]
+            for start in tqdm(
+                range(0, no_image.size, self.batch_size), desc="drawing", disable=not self.progress
+            ):
+                rows = no_image[start : start + self.batch_size]
+                prompts = [
+                    self._prompt(int(samples.labels[r]))
+                    + " "
+                    + self.tokenizer.decode(samples.features[self.text][r])
+                    for r in rows
+                ]
+                drawn = self.generator.generate(prompts, steps=self.steps, seed=self.seed + start)
+                drawn = F.interpolate(drawn, size=tuple(shape[1:]), mode="bilinear", align_corners=False)
+                feats[self.image][rows] = drawn[:, : shape[0]].numpy()
+            present[no_image, i_img] = generated[no_image, i_img] = True
         return samples.with_columns(features=feats, present=present, generated=generated)

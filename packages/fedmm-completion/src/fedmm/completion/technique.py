@@ -24,7 +24,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from fedmm.completion.completion import PoolCompleter
+from fedmm.completion.completion import FoundationCompleter, PoolCompleter
 from fedmm.completion.losses import mcm_loss, ram_loss
 from fedmm.completion.model import FedMVPModel, pretrain_extractors
 from fedmm.core.arrays import GroupedArrays, weighted_mean
@@ -71,14 +71,25 @@ class FedMVP(Technique):
         mcm_weight: float = 0.01,
         ram_weight: float = 0.5,
         temperature: float = 0.1,
-        completion: Literal["pool", "none"] = "pool",
+        completion: Literal["pool", "foundation", "none"] = "pool",
         dim: int = 64,
         extractor_epochs: int = 60,
+        captioner_path: str | None = None,
+        generator_path: str | None = None,
+        category: str | None = None,
+        generation_steps: int = 20,
     ) -> None:
         if aggregation not in ("cka", "fedavg"):
             raise ConfigError(f"fedmvp: aggregation must be 'cka' or 'fedavg', got {aggregation!r}")
-        if completion not in ("pool", "none"):
-            raise ConfigError(f"fedmvp: completion must be 'pool' or 'none', got {completion!r}")
+        if completion not in ("pool", "foundation", "none"):
+            raise ConfigError(
+                f"fedmvp: completion must be 'pool', 'foundation' or 'none', got {completion!r}"
+            )
+        if completion == "foundation" and completer is None and not (captioner_path or generator_path):
+            raise ConfigError(
+                "fedmvp: completion='foundation' needs captioner_path and/or generator_path (local folders "
+                "written by save_pretrained), or a completer"
+            )
         for label, v in (("mcm_weight", mcm_weight), ("ram_weight", ram_weight)):
             if not (np.isfinite(v) and v >= 0):
                 raise ConfigError(f"fedmvp: {label} must be >= 0, got {v}")
@@ -93,6 +104,10 @@ class FedMVP(Technique):
         self.completion = completion
         self.dim = int(dim)
         self.extractor_epochs = int(extractor_epochs)
+        self.captioner_path = captioner_path
+        self.generator_path = generator_path
+        self.category = category
+        self.generation_steps = int(generation_steps)
         self.last_weights: np.ndarray | None = None
 
     def config(self) -> dict[str, Any]:
@@ -104,6 +119,10 @@ class FedMVP(Technique):
             "completion": self.completion,
             "dim": self.dim,
             "extractor_epochs": self.extractor_epochs,
+            "captioner_path": self.captioner_path,
+            "generator_path": self.generator_path,
+            "category": self.category,
+            "generation_steps": self.generation_steps,
         }
 
     # -- set-up --------------------------------------------------------------------------------
@@ -119,6 +138,8 @@ class FedMVP(Technique):
             )
         if self.completer is None and self.completion == "pool":
             self.completer = PoolCompleter(public)
+        elif self.completer is None and self.completion == "foundation":
+            self.completer = self._foundation_completer(data)
         if self.probe is None:
             self.probe = public
         encoders = dict(options.get("encoders") or {})
@@ -126,6 +147,21 @@ class FedMVP(Technique):
         names = [m.name for m in data.modalities]
         return FedMVPModel(
             data.modalities, extractors, dict.fromkeys(names, self.dim), data.num_classes, dim=self.dim
+        )
+
+    def _foundation_completer(self, data: FederatedDataset) -> FoundationCompleter:
+        from fedmm.completion.foundation import Captioner, TextToImage
+
+        vocab = data.metadata.get("vocab")
+        if not vocab:
+            raise ConfigError(
+                "fedmvp: completion='foundation' completes image–caption data (the captions loader); "
+                f"{data.name!r} has no word vocabulary — use completion='pool'"
+            )
+        captioner = Captioner.from_pretrained(self.captioner_path) if self.captioner_path else None
+        generator = TextToImage.from_pretrained(self.generator_path) if self.generator_path else None
+        return FoundationCompleter(
+            captioner, generator, vocab, data.class_names, category=self.category, steps=self.generation_steps
         )
 
     # -- server --------------------------------------------------------------------------------
