@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 
 from fedmm.core import FedAvg, Federation, datasets
@@ -102,3 +103,27 @@ def test_flexmod_scheduling_with_layerwise_training() -> None:
     rec = history.ledger.records[-1]
     assert set(rec.flops_by_combination) <= {"a+b", "a", "b"} and len(rec.flops_by_combination) >= 2
     assert {g for g in rec.groups_up if g.split(".")[-1].isdigit()} <= {"encoder.a.1", "encoder.b.1"}
+
+
+def test_fedmvp_completion_with_bmsfed_selection() -> None:
+    from fedmm.completion import FedMVP
+
+    data = datasets.load(
+        "synthetic",
+        clients=6,
+        partition="iid",
+        num_samples=600,
+        test_samples=150,
+        incomplete_fraction=0.5,
+        validation_fraction=0.2,
+        seed=0,
+    )
+    fedmvp = FedMVP(extractor_epochs=2, dim=16)
+    strategy = FedAvg([BMSFed(clients_per_round=3), fedmvp], optimizer="adam", lr=1e-3)
+    model = strategy.create_model(data, {})
+    fed = Federation(model, data, strategy, seed=0)
+    history = fed.run(3, progress=False)
+    assert [r["selected"] for r in history.rounds] == [6, 3, 3]
+    assert all(np.isfinite(r["fedmvp/cka_weight_min"]) for r in history.rounds)
+    for cid, state in fed.client_states.items():
+        assert state["fedmvp/completed/present"].all(), cid

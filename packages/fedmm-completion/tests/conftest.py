@@ -130,11 +130,12 @@ def _tiny_text_to_image(tmp_path: Path) -> TextToImage:
 @pytest.fixture
 def tiny() -> SimpleNamespace:
     """Builders of tiny models: ``clip()``, ``captioner(tmp_path)``, ``text_to_image(tmp_path)``,
-    ``images(batch, size, seed)``; ``words`` is the captioner's vocabulary."""
+    ``clip_tokenizer(tmp_path)``, ``images(batch, size, seed)``; ``words`` is the captioner's vocabulary."""
     return SimpleNamespace(
         clip=_tiny_clip,
         captioner=_tiny_captioner,
         text_to_image=_tiny_text_to_image,
         images=_images,
         words=WORDS,
+        clip_tokenizer=_clip_tokenizer,
     )

@@ -110,3 +110,38 @@ def test_fedmvp_runs_from_config_with_models_loaded_from_local_folders(tmp_path:
         FedAvg([build_technique(parse_config({**raw, "techniques": [missing]}).techniques[0])]).create_model(
             data, {}
         )
+
+
+def test_fedmvp_with_frozen_clip_features_on_captions(tmp_path: Path, tiny: Any) -> None:
+    from fedmm.completion import FedMVP
+    from fedmm.completion.foundation import FrozenCLIP
+    from fedmm.core import FedAvg, Federation
+
+    tok = tiny.clip_tokenizer(tmp_path)
+    layer = {"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 64}
+    ids = {
+        "bos_token_id": tok.bos_token_id,
+        "eos_token_id": tok.eos_token_id,
+        "pad_token_id": tok.pad_token_id,
+    }
+    clip = FrozenCLIP.from_config(
+        {
+            "text_config": {**layer, **ids, "vocab_size": len(tok), "max_position_embeddings": 77},
+            "vision_config": {**layer, "image_size": 16, "patch_size": 8},
+            "projection_dim": 24,
+        }
+    )
+    clip.save_pretrained(tmp_path / "clip")
+    tok.save_pretrained(tmp_path / "clip")
+    central = captions.load_central(
+        _cub(tmp_path / "cub"), image_size=16, max_len=8, test_fraction=0.25, progress=False
+    )
+    data = federate(
+        central, clients=2, partition="iid", incomplete_fraction=0.5, validation_fraction=0.25, seed=0
+    )
+    strategy = FedAvg([FedMVP(clip_path=str(tmp_path / "clip"), dim=16)], optimizer="adam", lr=1e-3)
+    model = strategy.create_model(data, {})
+    assert {m: int(e.clip.dim) for m, e in model.frozen.items()} == {"image": 24, "text": 24}  # type: ignore[union-attr]
+    assert not any("clip" in k for k in model.state_dict())  # the frozen CLIP never crosses
+    history = Federation(model, data, strategy, seed=0).run(1, progress=False)
+    assert np.isfinite(history.rounds[-1]["accuracy"])

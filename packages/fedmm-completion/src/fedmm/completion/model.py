@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -27,7 +28,7 @@ from fedmm.core.errors import ConfigError
 from fedmm.core.models.encoders import build_encoder
 from fedmm.core.models.model import ModelOutput
 
-__all__ = ["FedMVPModel", "pretrain_extractors"]
+__all__ = ["CLIPImageFeatures", "CLIPTextFeatures", "FedMVPModel", "clip_extractors", "pretrain_extractors"]
 
 
 class FedMVPModel(nn.Module):
@@ -170,3 +171,49 @@ def pretrain_extractors(
                 opt.step()
         out[spec.name] = enc.eval()
     return out
+
+
+class CLIPImageFeatures(nn.Module):
+    """A frozen CLIP image tower as a :class:`FedMVPModel` extractor: images in [0, 1] → ``(B, dim)``."""
+
+    def __init__(self, clip: Any) -> None:
+        super().__init__()
+        self.clip = clip
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.clip.encode_image(images)
+
+
+class CLIPTextFeatures(nn.Module):
+    """A frozen CLIP text tower as an extractor of the captions loader's token ids.
+
+    The dataset's word ids are decoded with its vocabulary and re-tokenised with CLIP's own
+    tokenizer (the two vocabularies differ), then encoded.
+    """
+
+    def __init__(self, clip: Any, tokenizer: Any, vocab: Sequence[str], max_length: int = 77) -> None:
+        super().__init__()
+        from fedmm.core.data.captions import WordTokenizer
+
+        self.clip = clip
+        self.tokenizer = tokenizer
+        self.words = WordTokenizer(vocab)
+        self.max_length = max_length
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        texts = [self.words.decode(row.tolist()) for row in ids.long()]
+        enc = self.tokenizer(
+            texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
+        )
+        return self.clip.encode_text(enc["input_ids"], enc.get("attention_mask"))
+
+
+def clip_extractors(
+    clip: Any, tokenizer: Any, vocab: Sequence[str], image: str = "image", text: str = "text"
+) -> tuple[dict[str, nn.Module], dict[str, int]]:
+    """FedMVP's frozen feature extractors from one CLIP model (and its tokenizer), with their widths."""
+    extractors: dict[str, nn.Module] = {
+        image: CLIPImageFeatures(clip),
+        text: CLIPTextFeatures(clip, tokenizer, vocab),
+    }
+    return extractors, {image: int(clip.dim), text: int(clip.dim)}

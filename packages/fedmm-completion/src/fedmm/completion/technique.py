@@ -26,7 +26,7 @@ import torch.nn.functional as F
 
 from fedmm.completion.completion import FoundationCompleter, PoolCompleter
 from fedmm.completion.losses import mcm_loss, ram_loss
-from fedmm.completion.model import FedMVPModel, pretrain_extractors
+from fedmm.completion.model import FedMVPModel, clip_extractors, pretrain_extractors
 from fedmm.core.arrays import GroupedArrays, weighted_mean
 from fedmm.core.data.types import MISSING_LABEL, SampleSet
 from fedmm.core.errors import ConfigError
@@ -76,6 +76,7 @@ class FedMVP(Technique):
         extractor_epochs: int = 60,
         captioner_path: str | None = None,
         generator_path: str | None = None,
+        clip_path: str | None = None,
         category: str | None = None,
         generation_steps: int = 20,
     ) -> None:
@@ -105,6 +106,7 @@ class FedMVP(Technique):
         self.dim = int(dim)
         self.extractor_epochs = int(extractor_epochs)
         self.captioner_path = captioner_path
+        self.clip_path = clip_path
         self.generator_path = generator_path
         self.category = category
         self.generation_steps = int(generation_steps)
@@ -120,6 +122,7 @@ class FedMVP(Technique):
             "dim": self.dim,
             "extractor_epochs": self.extractor_epochs,
             "captioner_path": self.captioner_path,
+            "clip_path": self.clip_path,
             "generator_path": self.generator_path,
             "category": self.category,
             "generation_steps": self.generation_steps,
@@ -142,12 +145,37 @@ class FedMVP(Technique):
             self.completer = self._foundation_completer(data)
         if self.probe is None:
             self.probe = public
-        encoders = dict(options.get("encoders") or {})
-        extractors = pretrain_extractors(public, data.num_classes, encoders, self.dim, self.extractor_epochs)
         names = [m.name for m in data.modalities]
-        return FedMVPModel(
-            data.modalities, extractors, dict.fromkeys(names, self.dim), data.num_classes, dim=self.dim
-        )
+        if self.clip_path is not None:
+            extractors, widths = self._clip_extractors(data)
+        else:
+            encoders = dict(options.get("encoders") or {})
+            extractors = pretrain_extractors(
+                public, data.num_classes, encoders, self.dim, self.extractor_epochs
+            )
+            widths = dict.fromkeys(names, self.dim)
+        return FedMVPModel(data.modalities, extractors, widths, data.num_classes, dim=self.dim)
+
+    def _clip_extractors(self, data: FederatedDataset) -> tuple[dict[str, nn.Module], dict[str, int]]:
+        from transformers import AutoTokenizer
+
+        from fedmm.completion.foundation import FrozenCLIP
+
+        assert self.clip_path is not None
+        vocab = data.metadata.get("vocab")
+        if not vocab:
+            raise ConfigError(
+                "fedmvp: clip_path extracts image–caption features; the data has no word vocabulary"
+            )
+        clip = FrozenCLIP.from_pretrained(self.clip_path)
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(self.clip_path, local_files_only=True)
+        except (OSError, ValueError) as exc:
+            raise ConfigError(
+                f"fedmvp: no CLIP tokenizer in {self.clip_path!r}; save it into the model folder with "
+                "save_pretrained"
+            ) from exc
+        return clip_extractors(clip, tokenizer, vocab)
 
     def _foundation_completer(self, data: FederatedDataset) -> FoundationCompleter:
         from fedmm.completion.foundation import Captioner, TextToImage
