@@ -43,9 +43,12 @@ class PoolCompleter:
         coarse_to_fine: pick the nearest candidate in the available modality (True) or a random
             same-class one (False, seeded).
         seed: for ``coarse_to_fine=False`` and for ties.
+        progress: show a progress bar while completing.
     """
 
-    def __init__(self, pool: SampleSet, coarse_to_fine: bool = True, seed: int = 0) -> None:
+    def __init__(
+        self, pool: SampleSet, coarse_to_fine: bool = True, seed: int = 0, progress: bool = False
+    ) -> None:
         keep = pool.present.all(axis=1) & ~pool.generated.any(axis=1)
         if int(keep.sum()) == 0:
             raise DataError(
@@ -55,6 +58,7 @@ class PoolCompleter:
         self.pool = pool.take(np.flatnonzero(keep))
         self.coarse_to_fine = coarse_to_fine
         self.seed = seed
+        self.progress = progress
         n = len(self.pool)
         self._flat = {
             m: self.pool.features[m].reshape(n, -1).astype(np.float32) for m in self.pool.modality_names
@@ -78,7 +82,8 @@ class PoolCompleter:
         present = samples.present.copy()
         generated = samples.generated.copy()
         rng = np.random.default_rng(self.seed)
-        for i in np.flatnonzero(~samples.present.all(axis=1)):
+        rows = np.flatnonzero(~samples.present.all(axis=1))
+        for i in tqdm(rows, desc="completing", leave=False, disable=not self.progress or rows.size == 0):
             have = [k for k in range(len(names)) if samples.present[i, k]]
             cand = self._candidates(int(samples.labels[i]))
             if self.coarse_to_fine and have:

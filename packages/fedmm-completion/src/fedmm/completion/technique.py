@@ -79,6 +79,7 @@ class FedMVP(Technique):
         clip_path: str | None = None,
         category: str | None = None,
         generation_steps: int = 20,
+        progress: bool = True,
     ) -> None:
         if aggregation not in ("cka", "fedavg"):
             raise ConfigError(f"fedmvp: aggregation must be 'cka' or 'fedavg', got {aggregation!r}")
@@ -110,6 +111,7 @@ class FedMVP(Technique):
         self.generator_path = generator_path
         self.category = category
         self.generation_steps = int(generation_steps)
+        self.progress = bool(progress)
         self.last_weights: np.ndarray | None = None
 
     def config(self) -> dict[str, Any]:
@@ -126,6 +128,7 @@ class FedMVP(Technique):
             "generator_path": self.generator_path,
             "category": self.category,
             "generation_steps": self.generation_steps,
+            "progress": self.progress,
         }
 
     # -- set-up --------------------------------------------------------------------------------
@@ -140,7 +143,7 @@ class FedMVP(Technique):
                 "(e.g. [data] validation_fraction = 0.1)"
             )
         if self.completer is None and self.completion == "pool":
-            self.completer = PoolCompleter(public)
+            self.completer = PoolCompleter(public, progress=self.progress)
         elif self.completer is None and self.completion == "foundation":
             self.completer = self._foundation_completer(data)
         if self.probe is None:
@@ -189,7 +192,13 @@ class FedMVP(Technique):
         captioner = Captioner.from_pretrained(self.captioner_path) if self.captioner_path else None
         generator = TextToImage.from_pretrained(self.generator_path) if self.generator_path else None
         return FoundationCompleter(
-            captioner, generator, vocab, data.class_names, category=self.category, steps=self.generation_steps
+            captioner,
+            generator,
+            vocab,
+            data.class_names,
+            category=self.category,
+            steps=self.generation_steps,
+            progress=self.progress,
         )
 
     # -- server --------------------------------------------------------------------------------
