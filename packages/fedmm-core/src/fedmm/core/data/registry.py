@@ -7,6 +7,7 @@ under the ``fedmm.datasets`` entry-point group (a callable ``load_central(**opti
 from __future__ import annotations
 
 import importlib
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 from importlib.metadata import entry_points
@@ -234,43 +235,26 @@ def federate(
 def load(
     name: str,
     *,
-    clients: int | None = 10,
-    partition: PartitionKind = "iid",
-    alpha: float = 0.5,
-    unimodal_fraction: float = 0.0,
-    missing_rate: float = 0.0,
-    missing_label_rate: float = 0.0,
-    label_noise_rate: float = 0.0,
-    validation_fraction: float = 0.0,
-    min_samples: int = 1,
-    seed: int = 0,
-    incomplete_fraction: float = 0.0,
     only_modalities: list[str] | tuple[str, ...] | None = None,
     **options: Any,
 ) -> FederatedDataset:
-    """Load dataset ``name`` and federate it; ``options`` go to the dataset's own loader.
+    """Load dataset ``name`` and federate it.
 
+    Keyword arguments that :func:`federate` takes (``clients``, ``partition``, ``alpha``,
+    ``missing_rate``, ``incomplete_fraction``, ``validation_fraction``, ``seed``, ...) go to it;
+    the others go to the dataset's own loader (e.g. ``num_samples`` for ``synthetic``).
     ``only_modalities`` keeps a subset of the modalities (e.g. for a unimodal baseline).
 
     >>> data = load("synthetic", clients=20, partition="dirichlet", alpha=0.5, missing_rate=0.3)
     """
+    knobs = {k: options.pop(k) for k in list(options) if k in _FEDERATE_KNOBS}
     central = load_central(name, **options)
     if only_modalities is not None:
         central = restrict_modalities(central, only_modalities)
-    return federate(
-        central,
-        clients=clients,
-        partition=partition,
-        alpha=alpha,
-        unimodal_fraction=unimodal_fraction,
-        missing_rate=missing_rate,
-        missing_label_rate=missing_label_rate,
-        label_noise_rate=label_noise_rate,
-        validation_fraction=validation_fraction,
-        min_samples=min_samples,
-        seed=seed,
-        incomplete_fraction=incomplete_fraction,
-    )
+    return federate(central, **knobs)
+
+
+_FEDERATE_KNOBS = frozenset(inspect.signature(federate).parameters) - {"central"}
 
 
 __all__ = [
