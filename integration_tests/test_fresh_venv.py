@@ -26,17 +26,16 @@ def test_package_installs_alone_and_its_readme_runs(package: str, tmp_path: Path
     env = tmp_path / "venv"
     venv.create(env, with_pip=True)
     py = env / "bin" / "python"
-    targets = [str(ROOT / "packages" / "fedmm-core")]
-    if package != "fedmm-core":
-        targets.append(str(ROOT / "packages" / package))
+    # Core and this package only (a sibling import would fail there); the suite takes every member.
+    wanted = set(PACKAGES) if package == "fedmm-suite" else {"fedmm-core", package}
+    targets = [str(ROOT / "packages" / p) for p in sorted(wanted)]
     subprocess.run([py, "-m", "pip", "install", "-q", TORCH, *targets], check=True, timeout=1800)
 
-    # Only core and this package: a sibling import would fail here.
     installed = subprocess.run(
         [py, "-m", "pip", "list", "--format=freeze"], capture_output=True, text=True
     ).stdout
     fedmm_dists = sorted(line.split("==")[0] for line in installed.splitlines() if line.startswith("fedmm"))
-    assert fedmm_dists == sorted({"fedmm-core", package})
+    assert fedmm_dists == sorted(wanted)
 
     blocks = re.findall(r"```python\n(.*?)```", (ROOT / "packages" / package / "README.md").read_text(), re.S)
     assert blocks

@@ -22,9 +22,9 @@ TECHNIQUE_PACKAGES = {
     "fedmfs": "fedmm-select",
     "bmsfed": "fedmm-select",
     "flexmod": "fedmm-schedule",
-    "lw-fedmml": "fedmm-layerwise",
-    "prog-fedmml": "fedmm-layerwise",
-    "fedmml": "fedmm-layerwise",
+    "entire_update": "fedmm-schedule",
+    "partial_update": "fedmm-schedule",
+    "layerwise": "fedmm-layerwise",
     "fedmvp": "fedmm-completion",
 }
 
