@@ -113,3 +113,9 @@ def test_bad_parameters_are_clear_errors(data: FederatedDataset) -> None:
         FedMVP(aggregation="median")  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="mcm_weight"):
         FedMVP(aggregation="fedavg", mcm_weight=-1)
+
+
+def test_dtype_and_device_moves_reach_the_frozen_extractors(data: FederatedDataset) -> None:
+    model = _model(data).double()
+    assert all(p.dtype == torch.float64 for e in model.frozen.values() for p in e.parameters())
+    assert all(p.dtype == torch.float64 for p in model.parameters())

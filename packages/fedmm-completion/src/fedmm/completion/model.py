@@ -86,6 +86,13 @@ class FedMVPModel(nn.Module):
         )
         self.dim = dim
 
+    def _apply(self, fn: Any, *args: Any, **kwargs: Any) -> FedMVPModel:
+        # .to(device) / .double() reach the frozen extractors too, though they are not submodules.
+        super()._apply(fn, *args, **kwargs)
+        for ext in self.frozen.values():
+            ext._apply(fn, *args, **kwargs)
+        return self
+
     # -- groups: encoder.<m> (mapping), fusion (joint + common + modality embedding), head ------
     def parameter_groups(self) -> dict[str, tuple[str, ...]]:
         groups: dict[str, list[str]] = {}
