@@ -1,0 +1,67 @@
+"""MkDocs hooks: generate the pages that must not drift from the code.
+
+* ``index.md`` from the repository README, ``packages/<dist>.md`` from each package README (links
+  into the repository rewritten to site pages);
+* ``configuration.md`` from the run-config JSON schema (``fedmm config-schema``).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+from mkdocs.structure.files import File, Files
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _rewrite(text: str, depth: int) -> str:
+    """Repository-relative links → site links, for a page ``depth`` folders below the site root."""
+    up = "../" * depth
+    text = re.sub(r"\]\((?:\.\./)*docs/([^)]+)\)", rf"]({up}\1)", text)
+    text = re.sub(r"\]\((?:\.\./)+README\.md\)", rf"]({up}index.md)", text)
+    text = re.sub(r"\]\((?:\.\./)*packages/(fedmm-[a-z]+)/README\.md\)", rf"]({up}packages/\1.md)", text)
+    return text
+
+
+def _schema_page() -> str:
+    from fedmm.core.config import json_schema
+
+    schema = json_schema()
+    defs = schema.get("$defs", {})
+    lines = [
+        "# Configuration reference",
+        "",
+        "Generated from the run-config schema (`fedmm config-schema` prints it as JSON). A config is a",
+        "TOML file with the sections below; `[[techniques]]` entries take `name` plus the technique's",
+        "own arguments (see each package's page).",
+        "",
+    ]
+    for section, ref in schema.get("properties", {}).items():
+        target = ref.get("$ref", "").split("/")[-1] or (ref.get("items", {}).get("$ref", "").split("/")[-1])
+        body = defs.get(target, {})
+        lines += [f"## `[{section}]`", "", body.get("description", "").strip(), ""]
+        props = body.get("properties", {})
+        if props:
+            lines += ["| field | type | default | meaning |", "|---|---|---|---|"]
+            for name, spec in props.items():
+                kind = spec.get("type") or " or ".join(
+                    str(a.get("type", a.get("$ref", "?").split("/")[-1])) for a in spec.get("anyOf", [])
+                )
+                default = spec.get("default", "required" if name in body.get("required", []) else "")
+                desc = (spec.get("description") or "").replace("|", "\\|").replace("\n", " ")
+                lines.append(f"| `{name}` | {kind} | `{default}` | {desc} |")
+            lines.append("")
+    return "\n".join(lines) + "\n"
+
+
+def on_files(files: Files, config: Any) -> Files:
+    pages = {"index.md": _rewrite((ROOT / "README.md").read_text(), 0)}
+    for readme in sorted(ROOT.glob("packages/*/README.md")):
+        dist = readme.parent.name
+        pages[f"packages/{dist}.md"] = _rewrite(readme.read_text(), 1)
+    pages["configuration.md"] = _schema_page()
+    for uri, content in pages.items():
+        files.append(File.generated(config, uri, content=content))
+    return files
