@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -33,15 +33,18 @@ class CombinationCosts:
         self.batch_size = batch_size
         self.flops: dict[Combo, int] = {}
 
-    def measure(self, model: nn.Module, samples: SampleSet, combos: Sequence[Combo]) -> np.ndarray:
-        """``c_S`` for ``combos`` (measured on first request, cached after)."""
+    def measure(
+        self, model: Callable[[], nn.Module], samples: SampleSet, combos: Sequence[Combo]
+    ) -> np.ndarray:
+        """``c_S`` for ``combos`` (measured on first request, cached after); ``model()`` is called
+        only when something is left to measure."""
         todo = [s for s in combos if s not in self.flops]
         if todo:
             idx = np.flatnonzero(samples.labels != MISSING_LABEL)[: self.batch_size]
             if idx.size == 0:
                 raise ConfigError("FlexMod needs labelled validation samples to measure step costs")
             batch = samples.batch(idx)
-            work = copy.deepcopy(model)
+            work = copy.deepcopy(model())
             work.train()
             params = [p for p in work.parameters()]
             for p in params:

@@ -96,9 +96,7 @@ class _BudgetedSchedule(Technique):
             )
         if self._costs is None or self._costs.batch_size != plan.batch_size:
             self._costs = CombinationCosts(plan.batch_size)
-        if all(tuple(s) in self._costs.flops for s in combos):
-            return np.array([self._costs.flops[tuple(s)] for s in combos], dtype=np.float64)
-        return self._costs.measure(ctx.global_model(), ctx.validation, combos)
+        return self._costs.measure(ctx.global_model, ctx.validation, combos)
 
     def _cost_state(self) -> dict[str, Any]:
         return {

@@ -30,6 +30,7 @@ import torch
 
 from fedmm.core.data.registry import federate, load_central
 from fedmm.core.data.types import FederatedDataset, SampleSet
+from fedmm.core.embeddings import collect_embeddings
 from fedmm.core.federation import Federation
 from fedmm.core.maths.prototypes import class_prototypes, nearest_prototype_accuracy
 from fedmm.core.models.model import late_fusion
@@ -44,17 +45,11 @@ BMSFED_ARGS: dict[str, Any] = dict(chi=1.2, me_weight=0.02)
 LEARNING_RATES = (0.01, 0.05)
 
 
-@torch.no_grad()
 def _embeddings(model: torch.nn.Module, samples: SampleSet, modality: str) -> tuple[np.ndarray, np.ndarray]:
+    """The labelled samples' ``modality`` embeddings and labels (those that have the modality)."""
     idx = np.flatnonzero(samples.labels >= 0)
-    zs, ys = [], []
-    for start in range(0, idx.shape[0], 512):
-        batch = samples.batch(idx[start : start + 512])
-        out = model(batch, (modality,))
-        keep = out.present[:, samples.modality_names.index(modality)]
-        zs.append(out.embeddings[modality][keep].numpy())
-        ys.append(batch.labels[keep].numpy())
-    return np.concatenate(zs), np.concatenate(ys)
+    batches = (samples.batch(idx[start : start + 512]) for start in range(0, idx.shape[0], 512))
+    return collect_embeddings(model, batches).labelled(modality)
 
 
 def _proto_accuracy(model: torch.nn.Module, data: FederatedDataset, modality: str) -> float:
