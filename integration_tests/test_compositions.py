@@ -9,10 +9,24 @@ import torch
 
 from fedmm.core import FedAvg, Federation, datasets
 from fedmm.core.data.types import FederatedDataset
-from fedmm.core.models import late_fusion
+from fedmm.core.models import MultimodalModel, late_fusion
 from fedmm.layerwise import LayerWise
 from fedmm.schedule import FlexMod
 from fedmm.select import BMSFed, FedMFS
+
+
+def _towers(data: FederatedDataset) -> MultimodalModel:
+    """Two 2-layer transformer towers with projection heads (layered encoders for LayerWise)."""
+    torch.manual_seed(0)
+    tower = {"layers": 2, "heads": 2, "tokens": 4, "projection": 16}
+    return late_fusion(
+        data.modalities,
+        data.num_classes,
+        embed_dim=16,
+        hidden=16,
+        encoders={m.name: "transformer" for m in data.modalities},
+        encoder_options={m.name: tower for m in data.modalities},
+    )
 
 
 def test_bmsfed_selection_with_layerwise_training() -> None:
@@ -25,16 +39,7 @@ def test_bmsfed_selection_with_layerwise_training() -> None:
         test_samples=120,
         seed=0,
     )
-    torch.manual_seed(0)
-    tower = {"layers": 2, "heads": 2, "tokens": 4, "projection": 16}
-    model = late_fusion(
-        data.modalities,
-        data.num_classes,
-        embed_dim=16,
-        hidden=16,
-        encoders={m.name: "transformer" for m in data.modalities},
-        encoder_options={m.name: tower for m in data.modalities},
-    )
+    model = _towers(data)
     bms = BMSFed(clients_per_round=3, chi=1.0)
     strategy = FedAvg([bms, LayerWise(mode="lw", rounds_per_stage=2)], optimizer="adamw", lr=3e-3)
     fed = Federation(model, data, strategy, seed=0)
@@ -88,16 +93,7 @@ def test_flexmod_scheduling_with_bmsfed_selection() -> None:
 
 def test_flexmod_scheduling_with_layerwise_training() -> None:
     data = _val_data()
-    torch.manual_seed(0)
-    tower = {"layers": 2, "heads": 2, "tokens": 4, "projection": 16}
-    model = late_fusion(
-        data.modalities,
-        data.num_classes,
-        embed_dim=16,
-        hidden=16,
-        encoders={m.name: "transformer" for m in data.modalities},
-        encoder_options={m.name: tower for m in data.modalities},
-    )
+    model = _towers(data)
     strategy = FedAvg([FlexMod(beta=0.5), LayerWise(rounds_per_stage=2)], optimizer="adamw", lr=3e-3)
     history = Federation(model, data, strategy, seed=0).run(4, progress=False)
     rec = history.ledger.records[-1]
