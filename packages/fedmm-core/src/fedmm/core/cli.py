@@ -31,10 +31,6 @@ def _cmd_run(args: argparse.Namespace) -> int:
         updates["engine"] = args.engine
     if updates:
         cfg = cfg.model_copy(update={"run": cfg.run.model_copy(update=updates)})
-    if cfg.run.engine != "inprocess":
-        raise FedmmError(
-            f'engine {cfg.run.engine!r} is not available in this release; use engine = "inprocess"'
-        )
     run_dir, history = run_config(
         cfg, Path(args.run_dir) if args.run_dir else None, resume=args.resume, progress=not args.quiet
     )

@@ -19,6 +19,7 @@ from torch import nn
 
 from fedmm.core.arrays import GroupedArrays, get_arrays, model_groups, nbytes, set_arrays
 from fedmm.core.data.types import MISSING_LABEL, Batch, ClientData, ModalitySpec
+from fedmm.core.errors import FedmmError
 from fedmm.core.ledger import ClientCost
 from fedmm.core.measure import measure_step
 from fedmm.core.models.model import absent_groups, expand_groups, set_depth
@@ -110,8 +111,15 @@ def client_round(
         keys = groups[g]
         if g not in download and all(KEEP_PREFIX + k in state for k in keys):
             kept[g] = {k: state[KEEP_PREFIX + k] for k in keys}
-        else:
+        elif g in global_arrays:
             received[g] = global_arrays[g]
+        else:
+            # Over a network the server sends only what the client does not keep; a client that
+            # lost its kept copy (e.g. a restarted node) cannot train this round.
+            raise FedmmError(
+                f"client {data.client_id}: parameter group {g!r} was neither sent nor kept by this "
+                "client (its kept state is gone); the server will send it in full next round"
+            )
     set_arrays(model, received)
     set_arrays(model, kept)
     # Arrays a technique sends in the plan (e.g. global prototypes) cross too.
@@ -240,4 +248,11 @@ def _train_step(
     return float(loss.detach())
 
 
-__all__ = ["StepMeter", "client_round", "derive_seed"]
+def kept_groups(model: nn.Module, state: Mapping[str, np.ndarray]) -> list[str]:
+    """The parameter groups a client holds whole in its kept state (they need no download)."""
+    return [
+        g for g, keys in model_groups(model).items() if keys and all(KEEP_PREFIX + k in state for k in keys)
+    ]
+
+
+__all__ = ["StepMeter", "client_round", "derive_seed", "kept_groups"]

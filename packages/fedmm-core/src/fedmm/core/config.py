@@ -103,6 +103,16 @@ class StrategySection(_Section):
         return self
 
 
+class FlowerSection(_Section):
+    """Options of ``engine = "flower"`` (Flower's simulation engine)."""
+
+    client_cpus: float = Field(1.0, gt=0, description="CPUs Ray reserves per ClientApp")
+    num_cpus: int | None = Field(None, ge=1, description="CPUs Ray may use (null = all)")
+    round_timeout: float | None = Field(
+        None, gt=0, description="seconds to wait for a round's replies (null = until all arrive)"
+    )
+
+
 class TechniqueSection(BaseModel):
     model_config = ConfigDict(extra="allow", frozen=True)
     name: str
@@ -117,6 +127,7 @@ class RunConfig(_Section):
     model: ModelSection = Field(default_factory=ModelSection)  # type: ignore[arg-type]
     strategy: StrategySection = Field(default_factory=StrategySection)  # type: ignore[arg-type]
     techniques: list[TechniqueSection] = Field(default_factory=list)
+    flower: FlowerSection = Field(default_factory=FlowerSection)  # type: ignore[arg-type]
 
 
 def _where(loc: tuple[int | str, ...]) -> str:

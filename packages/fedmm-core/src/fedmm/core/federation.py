@@ -31,7 +31,10 @@ from fedmm.core.errors import CheckpointError, ConfigError, FedmmError
 from fedmm.core.evaluate import evaluate
 from fedmm.core.ledger import Ledger
 from fedmm.core.models.model import deepest, set_depth
-from fedmm.core.protocol import ClientResult, RoundContext, Strategy
+from fedmm.core.protocol import ClientResult, RoundContext, Strategy, TrainPlan
+
+# Runs one round's planned clients: (ctx, {client id: plan}) -> (surviving results, dropped).
+ClientTrainer = Callable[[RoundContext, Mapping[int, TrainPlan]], tuple[list[ClientResult], int]]
 
 log = logging.getLogger("fedmm")
 
@@ -92,6 +95,7 @@ class Federation:
         # Depth of the layered encoders the global model is evaluated at: the deepest the latest
         # round's plans ran (layer-wise methods grow it); empty = full depth.
         self.depth: dict[str, int] = {}
+        self._train: ClientTrainer = self.train_clients
 
     # -- server-side model for evaluation --------------------------------------------------
     def model_with(self, arrays: GroupedArrays) -> nn.Module:
@@ -119,17 +123,17 @@ class Federation:
         )
 
     # -- one round -------------------------------------------------------------------------
-    def run_round(self, round_: int) -> dict[str, Any]:
-        ctx = self.context(round_)
-        t0 = time.perf_counter()
-        selected = self.strategy.select_clients(ctx)
+    def train_clients(
+        self, ctx: RoundContext, plans: Mapping[int, TrainPlan]
+    ) -> tuple[list[ClientResult], int]:
+        """Run the planned clients here, one after another: (surviving results, dropped count).
+
+        Another engine replaces this step only (Flower sends each plan as a message); the
+        server's round around it is the same code on every engine.
+        """
         results: list[ClientResult] = []
         failed = 0
-        client_techniques = self.strategy.techniques
-        depths: list[Mapping[str, int]] = []
-        for cid in selected.tolist():
-            plan = self.strategy.configure(ctx, cid)
-            depths.append(plan.depth)
+        for cid, plan in plans.items():
             try:
                 result = client_round(
                     self.model,
@@ -137,9 +141,9 @@ class Federation:
                     plan,
                     self.data.client(cid),
                     self.client_states.get(cid, {}),
-                    client_techniques,
-                    round_=round_,
-                    seed=derive_seed(self.seed, round_, cid, CLIENT_SALT),
+                    self.strategy.techniques,
+                    round_=ctx.round,
+                    seed=self.client_seed(ctx.round, cid),
                     modalities=self.data.modalities,
                     num_classes=self.data.num_classes,
                     meter=self.meter,
@@ -147,12 +151,23 @@ class Federation:
                 validate_update(result.update, self.global_arrays)
             except Exception as exc:  # a failing client must not stop the round
                 failed += 1
-                log.warning("round %d: client %d dropped: %s: %s", round_, cid, type(exc).__name__, exc)
+                log.warning("round %d: client %d dropped: %s: %s", ctx.round, cid, type(exc).__name__, exc)
                 continue
             results.append(result)
+        return results, failed
+
+    def client_seed(self, round_: int, client_id: int) -> int:
+        return derive_seed(self.seed, round_, client_id, CLIENT_SALT)
+
+    def run_round(self, round_: int) -> dict[str, Any]:
+        ctx = self.context(round_)
+        t0 = time.perf_counter()
+        selected = self.strategy.select_clients(ctx)
+        plans = {cid: self.strategy.configure(ctx, cid) for cid in selected.tolist()}
+        results, failed = self._train(ctx, plans)
         metrics: dict[str, Any] = {"round": round_, "selected": int(selected.shape[0]), "dropped": failed}
-        if depths:
-            self.depth = deepest(self.model, depths)
+        if plans:
+            self.depth = deepest(self.model, [p.depth for p in plans.values()])
         if len(results) < self.strategy.min_clients:
             warnings.warn(
                 f"round {round_} skipped: {len(results)} of {selected.shape[0]} clients survived, "
@@ -203,10 +218,20 @@ class Federation:
         checkpoint_every: int = 0,
         resume: bool = False,
         on_round: Callable[[dict[str, Any]], None] | None = None,
+        flower: Mapping[str, Any] | None = None,
+        trainer: ClientTrainer | None = None,
     ) -> History:
-        """Run until ``rounds`` rounds are done (continuing from a checkpoint with ``resume``)."""
-        if engine != "inprocess":
-            return self._run_other_engine(engine, rounds)
+        """Run until ``rounds`` rounds are done (continuing from a checkpoint with ``resume``).
+
+        ``engine="flower"`` runs the same rounds on Flower's simulation engine (one virtual
+        SuperNode per client; needs ``fedmm-core[flower]``); ``flower`` holds its options
+        (see :func:`fedmm.core.flower.simulate`). ``trainer`` replaces how a round's planned
+        clients are run (an engine's hook, e.g. a Flower ServerApp's message exchange).
+        """
+        if engine not in ("inprocess", "flower"):
+            raise ConfigError(f"unknown engine {engine!r}; use 'inprocess' or 'flower'")
+        if engine != "flower" and flower:
+            raise ConfigError("flower options are given but engine is not 'flower'")
         if rounds < 0:
             raise ConfigError(f"rounds must be >= 0 (got {rounds})")
         if resume:
@@ -214,6 +239,31 @@ class Federation:
                 raise ConfigError("resume=True needs checkpoint_dir")
             if ckpt.latest(checkpoint_dir) is not None:
                 self.load_checkpoint(checkpoint_dir)
+
+        def loop(train: ClientTrainer | None = trainer) -> History:
+            return self._loop(rounds, progress, checkpoint_dir, checkpoint_every, on_round, train)
+
+        if engine == "flower":
+            try:
+                from fedmm.core.flower import simulate
+            except ImportError as exc:
+                raise FedmmError(
+                    f"engine='flower' needs Flower ({exc.name} is not installed): "
+                    'pip install "fedmm-core[flower]"'
+                ) from None
+            return simulate(self, loop, **dict(flower or {}))
+        return loop()
+
+    def _loop(
+        self,
+        rounds: int,
+        progress: bool,
+        checkpoint_dir: str | os.PathLike[str] | None,
+        checkpoint_every: int,
+        on_round: Callable[[dict[str, Any]], None] | None,
+        train: ClientTrainer | None,
+    ) -> History:
+        self._train = train if train is not None else self.train_clients
         bar = tqdm(total=rounds, initial=self.round, desc="rounds", disable=not progress, unit="round")
         try:
             while self.round < rounds:
@@ -233,17 +283,10 @@ class Federation:
                     self.save_checkpoint(checkpoint_dir)
         finally:
             bar.close()
+            self._train = self.train_clients
         set_arrays(self.model, self.global_arrays)
         set_depth(self.model, self.depth)
         return self.history
-
-    def _run_other_engine(self, engine: str, rounds: int) -> History:
-        if engine == "flower":
-            raise FedmmError(
-                "engine='flower' needs the Flower engine adapter (`pip install \"fedmm-core[flower]\"`), "
-                "which is not part of this release yet; use engine='inprocess'"
-            )
-        raise ConfigError(f"unknown engine {engine!r}; use 'inprocess' or 'flower'")
 
     # -- checkpoints -----------------------------------------------------------------------
     def state(self) -> dict[str, Any]:

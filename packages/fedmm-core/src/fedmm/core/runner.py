@@ -11,6 +11,7 @@ import json
 import math
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,7 @@ from fedmm.core.config import RunConfig, build_technique
 from fedmm.core.data.registry import load as load_dataset
 from fedmm.core.data.types import FederatedDataset
 from fedmm.core.errors import ConfigError
-from fedmm.core.federation import Federation, History
+from fedmm.core.federation import ClientTrainer, Federation, History
 from fedmm.core.measure import peak_rss_bytes
 from fedmm.core.models.model import late_fusion
 from fedmm.core.protocol import FedAvg, Strategy
@@ -137,9 +138,18 @@ def summarize(history: History, cfg: RunConfig, data: FederatedDataset, seconds:
 
 
 def run_config(
-    cfg: RunConfig, run_dir: Path | None = None, *, resume: bool = False, progress: bool = True
+    cfg: RunConfig,
+    run_dir: Path | None = None,
+    *,
+    resume: bool = False,
+    progress: bool = True,
+    make_trainer: Callable[[Federation], ClientTrainer] | None = None,
 ) -> tuple[Path, History]:
-    """Run ``cfg`` into ``run_dir`` (a new folder under ``[run].output_dir`` by default)."""
+    """Run ``cfg`` into ``run_dir`` (a new folder under ``[run].output_dir`` by default).
+
+    ``make_trainer(fed)`` replaces how each round's clients are run (a Flower deployment
+    ServerApp passes its message exchange); otherwise ``[run].engine`` picks the engine.
+    """
     run_dir = Path(run_dir) if run_dir is not None else new_run_dir(cfg)
     if resume and not (run_dir / "checkpoint").exists():
         raise ConfigError(f"--resume: {run_dir} has no checkpoint/ to resume from")
@@ -159,6 +169,7 @@ def run_config(
     cfg_path.write_text(json.dumps(cfg.model_dump(mode="json"), indent=2))
     data = build_dataset(cfg)
     fed = build_federation(cfg, data)
+    trainer = make_trainer(fed) if make_trainer is not None else None
     metrics_path = run_dir / "metrics.jsonl"
 
     def on_round(_: dict[str, Any]) -> None:
@@ -172,6 +183,9 @@ def run_config(
         checkpoint_every=cfg.run.checkpoint_every or cfg.run.rounds,
         resume=resume,
         on_round=on_round,
+        engine="inprocess" if trainer is not None else cfg.run.engine,
+        flower=cfg.flower.model_dump() if trainer is None and cfg.run.engine == "flower" else None,
+        trainer=trainer,
     )
     write_jsonl(metrics_path, history.rounds)
     summary = summarize(history, cfg, data, time.perf_counter() - start)
