@@ -33,8 +33,8 @@ REFUSED = {
 }
 
 
-def _run(names: tuple[str, ...]) -> str:
-    """'ran' or 'refused: <message>'."""
+def _run(names: tuple[str, ...], engine: str = "inprocess", histories: list[Any] | None = None) -> str:
+    """'ran' or 'refused: <message>' (the run's history is appended to ``histories``)."""
     data = datasets.load(
         "synthetic",
         clients=6,
@@ -57,12 +57,14 @@ def _run(names: tuple[str, ...]) -> str:
             encoders={m.name: "transformer" for m in data.modalities},
             encoder_options={m.name: {"layers": 2, "heads": 2, "tokens": 4} for m in data.modalities},
         )
-        history = Federation(model, data, strategy, seed=0).run(2, progress=False)
+        history = Federation(model, data, strategy, seed=0).run(2, progress=False, engine=engine)
     except ConfigError as exc:
         return f"refused: {exc}"
     for r in history.rounds:
         assert not r["skipped"], f"{names}: round {r['round']} skipped (every client failed)"
         assert math.isfinite(r["accuracy"]), f"{names}: accuracy {r['accuracy']}"
+    if histories is not None:
+        histories.append(history)
     return "ran"
 
 
@@ -83,6 +85,43 @@ def test_pairs_run_or_refuse_as_documented(pair: tuple[str, str]) -> None:
         assert outcome.startswith("refused: "), f"{pair} should refuse ({REFUSED[pair]}) but {outcome}"
     else:
         assert outcome == "ran", outcome
+
+
+# Pairs also run on Flower's simulation engine in the default suite (each alone: ``-m slow``).
+FLOWER_PAIRS = [
+    ("bmsfed", "fedmfs"),
+    ("bmsfed", "layerwise"),
+    ("bmsfed", "fedmvp"),
+    ("fedmfs", "flexmod"),
+]
+
+
+def _same_on_flower(names: tuple[str, ...]) -> None:
+    pytest.importorskip("flwr")
+    missing = [n for n in names if n not in REGISTERED]
+    if missing:
+        pytest.skip(f"not installed: {missing}")
+    torch.set_num_threads(1)
+    runs: list[Any] = []
+    assert _run(names, histories=runs) == "ran"
+    assert _run(names, engine="flower", histories=runs) == "ran"
+    inproc, flower = runs
+    # Client hooks see only what crosses in the plan and their own state, so a technique gives
+    # the same numbers on Flower (where its client side is a copy in another process).
+    for a, b in zip(inproc.rounds, flower.rounds, strict=True):
+        for key in ("accuracy", "loss", "train_loss", "dropped"):
+            assert abs(a[key] - b[key]) <= 1e-4, (names, a["round"], key, a[key], b[key])
+
+
+@pytest.mark.parametrize("pair", FLOWER_PAIRS, ids="+".join)
+def test_pairs_give_the_same_metrics_on_flower(pair: tuple[str, str]) -> None:
+    _same_on_flower(pair)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", REGISTERED)
+def test_each_technique_gives_the_same_metrics_on_flower(name: str) -> None:
+    _same_on_flower((name,))
 
 
 @pytest.mark.slow

@@ -76,3 +76,24 @@ def test_deployment_matches_in_process_and_survives_a_killed_supernode(tmp_path:
 def test_run_config_must_be_strings_or_numbers(tmp_path: Path) -> None:
     with pytest.raises(FedmmError, match="string or a number"):
         write_app(tmp_path, config=["a"])
+
+
+def test_flower_app_command_writes_an_app_flower_accepts(tmp_path: Path) -> None:
+    from flwr.cli.config_utils import load_and_validate
+
+    from fedmm.core.cli import main
+
+    cfg = tmp_path / "run.toml"
+    cfg.write_text(CONFIG)
+    args = ["flower-app", str(tmp_path / "app"), "--config", str(cfg), "--out", str(tmp_path / "o")]
+    assert main(args) == 0
+    config, _ = load_and_validate(tmp_path / "app" / "pyproject.toml", check_module=True)
+    components = config["tool"]["flwr"]["app"]["components"]
+    assert components == {
+        "serverapp": "fedmm.core.flower.app:server_app",
+        "clientapp": "fedmm.core.flower.app:client_app",
+    }
+    assert config["tool"]["flwr"]["app"]["config"]["config"] == str(cfg.resolve())
+    # A broken config is refused before anything reaches a SuperLink.
+    cfg.write_text("[data]\nclients = 0\n")
+    assert main(["flower-app", str(tmp_path / "bad"), "--config", str(cfg), "--out", str(tmp_path)]) == 2

@@ -110,6 +110,26 @@ def _cmd_datasets(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_flower_app(args: argparse.Namespace) -> int:
+    from fedmm.core.config import load_config
+
+    try:
+        from fedmm.core.flower.local import write_app
+    except ImportError:
+        raise FedmmError('fedmm flower-app needs Flower: pip install "fedmm-core[flower]"') from None
+    config = Path(args.config).resolve()
+    load_config(config)  # refuse a broken config now, not on the SuperLink
+    path = write_app(
+        args.directory,
+        config=str(config),
+        out=str(Path(args.out).resolve()),
+        **{"round-timeout": args.round_timeout, "min-nodes": args.min_nodes},
+    )
+    print(f"Flower App: {path}")
+    print(f"run it with: flwr run {path} <superlink-connection> --stream")
+    return 0
+
+
 def _cmd_schema(args: argparse.Namespace) -> int:
     from fedmm.core.config import json_schema
 
@@ -148,6 +168,20 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("name", nargs="?")
     p.add_argument("--rebuild", action="store_true", help="rebuild even if cached")
     p.set_defaults(func=_cmd_datasets)
+
+    p = sub.add_parser(
+        "flower-app", help="write a Flower App folder that runs a config on Flower's deployment engine"
+    )
+    p.add_argument("directory", help="the app folder to write (holds pyproject.toml)")
+    p.add_argument(
+        "--config", required=True, help="the run config; the same path must exist on every machine"
+    )
+    p.add_argument(
+        "--out", required=True, help="run folder the ServerApp writes (on the SuperLink's machine)"
+    )
+    p.add_argument("--round-timeout", type=float, default=0.0, help="seconds to wait for replies (0 = all)")
+    p.add_argument("--min-nodes", type=int, default=0, help="SuperNodes to wait for (0 = one per client)")
+    p.set_defaults(func=_cmd_flower_app)
 
     p = sub.add_parser("config-schema", help="print the JSON schema of run configs")
     p.set_defaults(func=_cmd_schema)
