@@ -97,3 +97,28 @@ def test_flower_app_command_writes_an_app_flower_accepts(tmp_path: Path) -> None
     # A broken config is refused before anything reaches a SuperLink.
     cfg.write_text("[data]\nclients = 0\n")
     assert main(["flower-app", str(tmp_path / "bad"), "--config", str(cfg), "--out", str(tmp_path)]) == 2
+
+
+def test_secure_deployment_refuses_an_unregistered_supernode(tmp_path: Path) -> None:
+    """TLS everywhere and node authentication, as docs/flower.md sets up real machines: the
+    registered node serves its client; a node with a valid TLS root but an unregistered key
+    never joins, so its client is dropped every round."""
+    from fedmm.core.flower.local import make_credentials
+
+    cfg_path = tmp_path / "run.toml"
+    cfg_path.write_text(CONFIG.replace("rounds = 3", "rounds = 2").replace("clients = 3", "clients = 2"))
+    out = tmp_path / "run"
+    rogue = make_credentials(tmp_path / "rogue", 1)
+    with LocalDeployment(1, tmp_path / "flwr", num_partitions=2, secure=True) as dep:
+        dep.start_node(1, private_key=rogue / "node0")
+        dep.run(
+            write_app(tmp_path / "app"),
+            {"config": str(cfg_path), "out": str(out), "min-nodes": 1, "node-wait": 5.0},
+            timeout=240,
+        )
+    rows = _rows(out / "metrics.jsonl")
+    assert [r["round"] for r in rows] == [1, 2]
+    assert all(r["selected"] == 2 and r["dropped"] == 1 and not r["skipped"] for r in rows)
+    superlink_log = (tmp_path / "flwr" / "logs" / "superlink.log").read_text()
+    assert "https://" in superlink_log
+    assert "No SuperNode found with the given public key" in superlink_log

@@ -96,6 +96,79 @@ def _wait_port(port: int, timeout: float) -> None:
     raise FedmmError(f"the SuperLink did not open 127.0.0.1:{port} within {timeout:.0f}s")
 
 
+def make_credentials(directory: str | os.PathLike[str], nodes: int, host: str = "127.0.0.1") -> Path:
+    """Test credentials for a secured deployment, written to ``directory``.
+
+    ``ca.crt`` (a throwaway CA), ``server.pem`` / ``server.key`` (the SuperLink's certificate for
+    ``host``, signed by that CA) and ``node<k>`` / ``node<k>.pub`` (each SuperNode's EC P-384 key
+    pair in OpenSSH format, as ``flwr supernode register`` and ``--auth-supernode-private-key``
+    expect). For trying TLS and node authentication on one machine; real deployments use their
+    own CA (``docs/flower.md``).
+    """
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    path = Path(directory)
+    path.mkdir(parents=True, exist_ok=True)
+    now = datetime.datetime.now(datetime.UTC)
+
+    def cert(subject: str, key: Any, issuer: str, signer: Any, *, ca: bool) -> x509.Certificate:
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
+            .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, issuer)]))
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=2))
+            .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+        )
+        if not ca:
+            try:
+                name: x509.GeneralName = x509.IPAddress(ipaddress.ip_address(host))
+            except ValueError:
+                name = x509.DNSName(host)
+            builder = builder.add_extension(x509.SubjectAlternativeName([name]), critical=False)
+        return builder.sign(signer, hashes.SHA256())
+
+    def pem_key(key: Any) -> bytes:
+        return bytes(
+            key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
+        )
+
+    ca_key = ec.generate_private_key(ec.SECP384R1())
+    ca_cert = cert("fedmm-local-ca", ca_key, "fedmm-local-ca", ca_key, ca=True)
+    server_key = ec.generate_private_key(ec.SECP384R1())
+    server_cert = cert(host, server_key, "fedmm-local-ca", ca_key, ca=False)
+    (path / "ca.crt").write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
+    (path / "server.pem").write_bytes(server_cert.public_bytes(serialization.Encoding.PEM))
+    (path / "server.key").write_bytes(pem_key(server_key))
+    for k in range(nodes):
+        node_key = ec.generate_private_key(ec.SECP384R1())
+        (path / f"node{k}").write_bytes(
+            node_key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.OpenSSH,
+                serialization.NoEncryption(),
+            )
+        )
+        (path / f"node{k}.pub").write_bytes(
+            node_key.public_key().public_bytes(
+                serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
+            )
+        )
+    return path
+
+
 class LocalDeployment:
     """A SuperLink and ``nodes`` SuperNodes (``partition-id`` 0..nodes-1) on 127.0.0.1.
 
@@ -103,6 +176,10 @@ class LocalDeployment:
     (logs in ``workdir/logs``); :meth:`stop` (or leaving the ``with`` block) ends them all.
     Flower's update check and telemetry are off, and runtime dependency installation is
     disabled: the machine's environment must already hold fedmm and its techniques.
+
+    ``secure=True`` runs it as a real deployment should: TLS on every connection and SuperNode
+    authentication, with throwaway credentials from :func:`make_credentials`; each node's public
+    key is registered with ``flwr supernode register`` before the node starts.
     """
 
     def __init__(
@@ -112,6 +189,7 @@ class LocalDeployment:
         *,
         num_partitions: int | None = None,
         superexec_poll: float = 0.1,
+        secure: bool = False,
     ) -> None:
         if nodes < 1:
             raise FedmmError(f"a deployment needs at least one SuperNode (got nodes={nodes})")
@@ -120,6 +198,8 @@ class LocalDeployment:
         self.workdir = Path(workdir).resolve()
         self.port = 0
         self.superexec_poll = superexec_poll
+        self.secure = secure
+        self.credentials = self.workdir / "credentials"
         self.superlink: subprocess.Popen[bytes] | None = None
         self.supernodes: dict[int, subprocess.Popen[bytes]] = {}
         self._logs: list[IO[bytes]] = []
@@ -162,11 +242,25 @@ class LocalDeployment:
     def start(self, timeout: float = 60.0) -> LocalDeployment:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
+        if self.secure:
+            creds = make_credentials(self.credentials, self.nodes)
+            security = [
+                "--ssl-ca-certfile",
+                str(creds / "ca.crt"),
+                "--ssl-certfile",
+                str(creds / "server.pem"),
+                "--ssl-keyfile",
+                str(creds / "server.key"),
+                "--enable-supernode-auth",
+            ]
+            connection = f'root-certificates = "{creds / "ca.crt"}"\n'
+        else:
+            security, connection = ["--insecure"], "insecure = true\n"
         self.superlink = self._spawn(
             "superlink",
             [
                 "flower-superlink",
-                "--insecure",
+                *security,
                 "--host",
                 "127.0.0.1",
                 "--port",
@@ -177,20 +271,41 @@ class LocalDeployment:
         )
         (self.home / "config.toml").write_text(
             f'[superlink]\ndefault = "{CONNECTION}"\n\n'
-            f'[superlink.{CONNECTION}]\naddress = "127.0.0.1:{self.port}"\ninsecure = true\n'
+            f'[superlink.{CONNECTION}]\naddress = "127.0.0.1:{self.port}"\n{connection}'
         )
         _wait_port(self.port, timeout)
         for i in range(self.nodes):
+            if self.secure:
+                self.register_node(self.credentials / f"node{i}.pub")
             self.start_node(i)
         return self
 
-    def start_node(self, partition: int) -> None:
-        """Start (or restart) the SuperNode holding client ``partition``."""
+    def register_node(self, public_key: str | os.PathLike[str]) -> None:
+        """``flwr supernode register <key> fedmm-local``: let a SuperNode with this key join."""
+        proc = self._spawn(
+            "register", ["flwr", "supernode", "register", str(public_key), CONNECTION], self.home
+        )
+        if proc.wait(timeout=60) != 0:
+            raise FedmmError(f"registering {public_key} failed; see {self.workdir / 'logs' / 'register.log'}")
+
+    def start_node(self, partition: int, private_key: str | os.PathLike[str] | None = None) -> None:
+        """Start (or restart) the SuperNode holding client ``partition``; in a secure deployment
+        it authenticates with ``private_key`` (default: its own generated key)."""
+        if self.secure:
+            key = private_key or self.credentials / f"node{partition}"
+            security = [
+                "--root-certificates",
+                str(self.credentials / "ca.crt"),
+                "--auth-supernode-private-key",
+                str(key),
+            ]
+        else:
+            security = ["--insecure"]
         self.supernodes[partition] = self._spawn(
             f"supernode{partition}",
             [
                 "flower-supernode",
-                "--insecure",
+                *security,
                 "--superlink",
                 f"127.0.0.1:{self.port}",
                 "--node-config",
@@ -294,4 +409,4 @@ def run_deployment(
     return {"startup_seconds": startup, "seconds": seconds}
 
 
-__all__ = ["LocalDeployment", "free_port", "run_deployment", "write_app"]
+__all__ = ["LocalDeployment", "free_port", "make_credentials", "run_deployment", "write_app"]
