@@ -70,6 +70,32 @@ def test_completion_runs_once_per_client_and_marks_generated(data: FederatedData
     assert sum(r.prepare_seconds for r in again) < sum(r.prepare_seconds for r in first)
 
 
+def test_augmenting_completion_trains_on_the_copies_and_caches_them(data: FederatedDataset) -> None:
+    tech = FedMVP(completer=PoolCompleter(data.validation, copies=3), probe=data.validation)
+    fed = Federation(_model(data), data, FedAvg([tech], optimizer="adam", lr=1e-2), seed=0)
+    history = fed.run(2, progress=False)
+    for cid in range(data.num_clients):
+        own = data.client(cid)
+        incomplete = int((~own.present().all(axis=1)).sum())
+        state = fed.client_states[cid]
+        assert state["fedmvp/completed/labels"].shape[0] == own.num_samples + 2 * incomplete
+        assert state["fedmvp/completed/generated"].shape[0] == own.num_samples + 2 * incomplete
+    # Both rounds (the second from the cache) trained on the augmented set.
+    by_round = {r: sorted(c.steps for c in history.ledger.records if c.round == r) for r in (1, 2)}
+    assert by_round[1] == by_round[2]
+    plain = Federation(
+        _model(data),
+        data,
+        FedAvg(
+            [FedMVP(completer=PoolCompleter(data.validation), probe=data.validation)],
+            optimizer="adam",
+            lr=1e-2,
+        ),
+        seed=0,
+    ).run(1, progress=False)
+    assert sum(by_round[1]) > sum(c.steps for c in plain.ledger.records)
+
+
 def test_cka_weights_are_uniform_for_identical_clients_and_lowest_for_a_stranger(
     data: FederatedDataset,
 ) -> None:

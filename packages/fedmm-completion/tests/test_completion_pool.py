@@ -52,3 +52,23 @@ def test_random_same_class_mode_and_errors() -> None:
     )
     with pytest.raises(DataError, match="no sample with every modality"):
         PoolCompleter(empty)
+
+
+def test_copies_add_one_completion_per_next_nearest_partner() -> None:
+    image = np.array([[9.5, 0.0], [0.2, 0.1], [8.0, 0.0], [1.0, 1.0]], dtype=np.float32)
+    text = np.zeros((4, 3), dtype=np.int64)
+    present = np.array([[True, False], [True, False], [False, True], [True, True]])
+    samples = SampleSet(SPECS, {"image": image, "text": text}, np.array([0, 1, 1, 0]), present)
+    done = PoolCompleter(_pool(), copies=2).complete(samples)
+    # The 4 samples completed as before, then one more copy of each incomplete sample (0, 1, 2)
+    # completed from its second-nearest same-class pair; the complete sample 3 is not copied.
+    assert len(done) == 7
+    np.testing.assert_array_equal(done.labels, [0, 1, 1, 0, 0, 1, 1])
+    assert done.features["text"][:2].tolist() == [[2, 2, 2], [3, 3, 3]]
+    assert done.features["text"][4:6].tolist() == [[1, 1, 1], [4, 4, 4]]
+    assert done.features["image"][6].tolist() == [9.0, 1.0]
+    np.testing.assert_array_equal(done.features["image"][4:6], image[:2])  # observed values kept
+    np.testing.assert_array_equal(done.generated[4:], ~present[:3])
+    assert done.present.all()
+    with pytest.raises(ValueError, match="copies"):
+        PoolCompleter(_pool(), copies=0)

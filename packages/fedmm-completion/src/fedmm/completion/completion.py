@@ -42,13 +42,25 @@ class PoolCompleter:
         pool: samples with every modality present (others are ignored); labels used when known.
         coarse_to_fine: pick the nearest candidate in the available modality (True) or a random
             same-class one (False, seeded).
+        copies: completions per incomplete sample (augmentation, like generating several images or
+            captions per prompt): the sample itself is completed from its nearest candidate, and
+            ``copies - 1`` extra copies of it from the next-nearest ones (random ones without
+            ``coarse_to_fine``) are appended after the original samples. Complete samples are
+            never copied.
         seed: for ``coarse_to_fine=False`` and for ties.
         progress: show a progress bar while completing.
     """
 
     def __init__(
-        self, pool: SampleSet, coarse_to_fine: bool = True, seed: int = 0, progress: bool = False
+        self,
+        pool: SampleSet,
+        coarse_to_fine: bool = True,
+        seed: int = 0,
+        progress: bool = False,
+        copies: int = 1,
     ) -> None:
+        if copies < 1:
+            raise ValueError(f"copies must be >= 1 (got {copies})")
         keep = pool.present.all(axis=1) & ~pool.generated.any(axis=1)
         if int(keep.sum()) == 0:
             raise DataError(
@@ -57,6 +69,7 @@ class PoolCompleter:
             )
         self.pool = pool.take(np.flatnonzero(keep))
         self.coarse_to_fine = coarse_to_fine
+        self.copies = copies
         self.seed = seed
         self.progress = progress
         n = len(self.pool)
@@ -71,36 +84,48 @@ class PoolCompleter:
                 return same
         return np.arange(len(self.pool))
 
+    def _partners(self, samples: SampleSet, i: int, rng: np.random.Generator) -> list[int]:
+        """Pool rows to complete sample ``i`` from, best first (``copies`` of them, cycling when
+        the class has fewer candidates)."""
+        names = samples.modality_names
+        have = [k for k in range(len(names)) if samples.present[i, k]]
+        cand = self._candidates(int(samples.labels[i]))
+        if self.coarse_to_fine and have:
+            dist = np.zeros(cand.shape[0], dtype=np.float64)
+            for k in have:
+                x = samples.features[names[k]][i].reshape(-1).astype(np.float32)
+                diff = self._flat[names[k]][cand] - x
+                dist += np.einsum("ij,ij->i", diff, diff) / max(x.size, 1)
+            ranked = cand[np.argsort(dist, kind="stable")]
+        else:
+            ranked = rng.permutation(cand)
+        return [int(ranked[j % ranked.shape[0]]) for j in range(self.copies)]
+
     def complete(self, samples: SampleSet) -> SampleSet:
-        """``samples`` with every missing value filled from the pool and marked ``generated``."""
+        """``samples`` with every missing value filled from the pool and marked ``generated``
+        (followed by the extra completed copies when ``copies > 1``)."""
         if samples.modality_names != self.pool.modality_names:
             raise DataError(
                 f"samples have modalities {samples.modality_names}, the pool {self.pool.modality_names}"
             )
         names = samples.modality_names
-        feats = {m: samples.features[m].copy() for m in names}
-        present = samples.present.copy()
-        generated = samples.generated.copy()
-        rng = np.random.default_rng(self.seed)
         rows = np.flatnonzero(~samples.present.all(axis=1))
-        for i in tqdm(rows, desc="completing", leave=False, disable=not self.progress or rows.size == 0):
-            have = [k for k in range(len(names)) if samples.present[i, k]]
-            cand = self._candidates(int(samples.labels[i]))
-            if self.coarse_to_fine and have:
-                dist = np.zeros(cand.shape[0], dtype=np.float64)
-                for k in have:
-                    x = samples.features[names[k]][i].reshape(-1).astype(np.float32)
-                    diff = self._flat[names[k]][cand] - x
-                    dist += np.einsum("ij,ij->i", diff, diff) / max(x.size, 1)
-                pick = int(cand[np.argmin(dist)])
-            else:
-                pick = int(rng.choice(cand))
-            for k in range(len(names)):
-                if not samples.present[i, k]:
-                    feats[names[k]][i] = self.pool.features[names[k]][pick]
-                    present[i, k] = True
-                    generated[i, k] = True
-        return samples.with_columns(features=feats, present=present, generated=generated)
+        order = np.concatenate([np.arange(len(samples)), np.tile(rows, self.copies - 1)]).astype(np.int64)
+        feats = {m: samples.features[m][order].copy() for m in names}
+        present = samples.present[order].copy()
+        generated = samples.generated[order].copy()
+        rng = np.random.default_rng(self.seed)
+        for r, i in enumerate(
+            tqdm(rows, desc="completing", leave=False, disable=not self.progress or rows.size == 0)
+        ):
+            for c, pick in enumerate(self._partners(samples, int(i), rng)):
+                at = int(i) if c == 0 else len(samples) + (c - 1) * rows.shape[0] + r
+                for k in range(len(names)):
+                    if not samples.present[i, k]:
+                        feats[names[k]][at] = self.pool.features[names[k]][pick]
+                        present[at, k] = True
+                        generated[at, k] = True
+        return SampleSet(samples.modalities, feats, samples.labels[order], present, generated)
 
 
 class FoundationCompleter:

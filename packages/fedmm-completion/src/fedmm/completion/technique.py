@@ -59,6 +59,8 @@ class FedMVP(Technique):
         aggregation: ``"cka"`` or ``"fedavg"``.
         mcm_weight, ram_weight: ``α`` and ``β_r`` (the paper's 0.01 and 0.5); 0 turns a loss off.
         temperature: ``τ`` of MCM (0.1).
+        copies: with ``completion="pool"``, completions per incomplete sample (the paper's prompt
+            augmentation: several generations per prompt; see :class:`PoolCompleter`).
     """
 
     name: ClassVar[str] = "fedmvp"
@@ -80,6 +82,7 @@ class FedMVP(Technique):
         category: str | None = None,
         generation_steps: int = 20,
         progress: bool = True,
+        copies: int = 1,
     ) -> None:
         if aggregation not in ("cka", "fedavg"):
             raise ConfigError(f"fedmvp: aggregation must be 'cka' or 'fedavg', got {aggregation!r}")
@@ -97,6 +100,8 @@ class FedMVP(Technique):
                 raise ConfigError(f"fedmvp: {label} must be >= 0, got {v}")
         if not temperature > 0:
             raise ConfigError(f"fedmvp: temperature must be > 0, got {temperature}")
+        if copies < 1:
+            raise ConfigError(f"fedmvp: copies must be >= 1, got {copies}")
         self.completer = completer
         self.probe = probe
         self.aggregation = aggregation
@@ -112,6 +117,7 @@ class FedMVP(Technique):
         self.category = category
         self.generation_steps = int(generation_steps)
         self.progress = bool(progress)
+        self.copies = int(copies)
         self.last_weights: np.ndarray | None = None
 
     def config(self) -> dict[str, Any]:
@@ -129,6 +135,7 @@ class FedMVP(Technique):
             "category": self.category,
             "generation_steps": self.generation_steps,
             "progress": self.progress,
+            "copies": self.copies,
         }
 
     # -- set-up --------------------------------------------------------------------------------
@@ -143,7 +150,7 @@ class FedMVP(Technique):
                 "(e.g. [data] validation_fraction = 0.1)"
             )
         if self.completer is None and self.completion == "pool":
-            self.completer = PoolCompleter(public, progress=self.progress)
+            self.completer = PoolCompleter(public, progress=self.progress, copies=self.copies)
         elif self.completer is None and self.completion == "foundation":
             self.completer = self._foundation_completer(data)
         if self.probe is None:
@@ -226,12 +233,15 @@ class FedMVP(Technique):
             feats = {m: cctx.state[CACHE + m] for m in names}
             present = cctx.state[CACHE + "present"].astype(bool)
             generated = cctx.state[CACHE + "generated"].astype(bool)
-            return data.with_samples(own.with_columns(features=feats, present=present, generated=generated))
+            # Augmenting completers append copies: the cache holds their labels too.
+            labels = cctx.state.get(CACHE + "labels", own.labels)
+            return data.with_samples(SampleSet(own.modalities, feats, labels, present, generated))
         done = self.completer.complete(own)
         for m in names:
             cctx.state[CACHE + m] = done.features[m]
         cctx.state[CACHE + "present"] = done.present
         cctx.state[CACHE + "generated"] = done.generated
+        cctx.state[CACHE + "labels"] = done.labels
         return data.with_samples(done)
 
     def loss_terms(
