@@ -1,7 +1,8 @@
 """MkDocs hooks: generate the pages that must not drift from the code.
 
 * ``index.md`` from the repository README, ``packages/<dist>.md`` from each package README (links
-  into the repository rewritten to site pages);
+  into the repository rewritten to site pages) followed by that package's measured figures, the
+  ``## <dist>`` section of ``docs/benchmarks.md``;
 * ``configuration.md`` from the run-config JSON schema (``fedmm config-schema``).
 """
 
@@ -56,11 +57,32 @@ def _schema_page() -> str:
     return "\n".join(lines) + "\n"
 
 
+def _benchmark_sections() -> dict[str, str]:
+    """``## <dist>`` sections of docs/benchmarks.md, headings demoted one level, links made
+    relative to a page one folder down."""
+    text = (ROOT / "docs" / "benchmarks.md").read_text()
+    sections: dict[str, str] = {}
+    for part in re.split(r"^## ", text, flags=re.M)[1:]:
+        title, _, body = part.partition("\n")
+        dist = title.split()[0]
+        body = re.sub(r"^(#+) ", r"#\1 ", body, flags=re.M)
+        body = re.sub(r"\]\((?!https?:|#|\.\./)([^)]+\.md(?:#[^)]*)?)\)", r"](../\1)", body)
+        sections[dist] = body.strip()
+    return sections
+
+
 def on_files(files: Files, config: Any) -> Files:
     pages = {"index.md": _rewrite((ROOT / "README.md").read_text(), 0)}
+    figures = _benchmark_sections()
     for readme in sorted(ROOT.glob("packages/*/README.md")):
         dist = readme.parent.name
-        pages[f"packages/{dist}.md"] = _rewrite(readme.read_text(), 1)
+        page = _rewrite(readme.read_text(), 1)
+        if dist in figures:
+            page += (
+                "\n\n## Measured figures\n\nFrom [Benchmarks](../benchmarks.md) (the project's 2-core "
+                "CPU machine).\n\n" + figures[dist] + "\n"
+            )
+        pages[f"packages/{dist}.md"] = page
     pages["configuration.md"] = _schema_page()
     for uri, content in pages.items():
         files.append(File.generated(config, uri, content=content))
