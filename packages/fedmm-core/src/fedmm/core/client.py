@@ -9,7 +9,7 @@ numbers, and a resumed run is bit-identical.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -104,13 +104,12 @@ def client_round(
 
     # -- download: the plan's groups, plus anything the client does not keep itself ------------
     new_state: dict[str, np.ndarray] = dict(state)
-    download = set(expand_groups(plan.download, names))
+    need = set(groups_to_receive(model, plan, kept_groups(model, state)))
     received: GroupedArrays = {}
     kept: GroupedArrays = {}
     for g in names:
-        keys = groups[g]
-        if g not in download and all(KEEP_PREFIX + k in state for k in keys):
-            kept[g] = {k: state[KEEP_PREFIX + k] for k in keys}
+        if g not in need:
+            kept[g] = {k: state[KEEP_PREFIX + k] for k in groups[g]}
         elif g in global_arrays:
             received[g] = global_arrays[g]
         else:
@@ -248,6 +247,18 @@ def _train_step(
     return float(loss.detach())
 
 
+def groups_to_receive(model: nn.Module, plan: TrainPlan, kept: Collection[str]) -> list[str]:
+    """The parameter groups a client must be sent this round: the plan's downloads plus every
+    group that exists at the plan's depth and that the client does not keep (``kept``).
+
+    The client decides with its own kept state; a server that sends over a network decides the
+    same with its mirror of what each client keeps."""
+    absent = set(absent_groups(model, plan.depth))
+    names = [g for g in model_groups(model) if g not in absent]
+    download = set(expand_groups(plan.download, names))
+    return [g for g in names if g in download or g not in kept]
+
+
 def kept_groups(model: nn.Module, state: Mapping[str, np.ndarray]) -> list[str]:
     """The parameter groups a client holds whole in its kept state (they need no download)."""
     return [
@@ -255,4 +266,4 @@ def kept_groups(model: nn.Module, state: Mapping[str, np.ndarray]) -> list[str]:
     ]
 
 
-__all__ = ["StepMeter", "client_round", "derive_seed", "kept_groups"]
+__all__ = ["StepMeter", "client_round", "derive_seed", "groups_to_receive", "kept_groups"]

@@ -29,7 +29,7 @@ from flwr.serverapp import Grid
 from torch import nn
 
 from fedmm.core.arrays import validate_update
-from fedmm.core.client import StepMeter, client_round, kept_groups
+from fedmm.core.client import StepMeter, client_round, groups_to_receive, kept_groups
 from fedmm.core.data.types import FederatedDataset
 from fedmm.core.errors import FedmmError
 from fedmm.core.flower.codec import (
@@ -41,7 +41,6 @@ from fedmm.core.flower.codec import (
     unpack,
 )
 from fedmm.core.ledger import ClientCost
-from fedmm.core.models.model import absent_groups, expand_groups
 from fedmm.core.protocol import ClientResult, RoundContext, Technique, TrainPlan
 
 if TYPE_CHECKING:
@@ -252,14 +251,6 @@ class FlowerTrainer:
         self.nodes = discover(grid, min_nodes or clients, wait=node_wait, clients=clients)
         self.kept: dict[int, set[str]] = {}
 
-    def _groups_to_send(self, cid: int, plan: TrainPlan) -> list[str]:
-        fed = self.fed
-        absent = set(absent_groups(fed.model, plan.depth))
-        names = [g for g in fed.groups if g not in absent]
-        download = set(expand_groups(plan.download, names))
-        kept = self.kept.get(cid, set())
-        return [g for g in names if g in download or g not in kept]
-
     def __call__(self, ctx: RoundContext, plans: Mapping[int, TrainPlan]) -> tuple[list[ClientResult], int]:
         fed = self.fed
         messages: list[Message] = []
@@ -272,7 +263,7 @@ class FlowerTrainer:
                 failed += 1
                 log.warning("round %d: client %d dropped: no SuperNode holds it", ctx.round, cid)
                 continue
-            groups = self._groups_to_send(cid, plan)
+            groups = groups_to_receive(fed.model, plan, self.kept.get(cid, set()))
             content = RecordDict(
                 {
                     "fedmm.arrays": arrays_to_record({g: fed.global_arrays[g] for g in groups}),
