@@ -138,9 +138,9 @@ def test_bench_and_datasets_listing(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_scale_bench_runs_and_reports_json() -> None:
-    from fedmm.core.bench.scale import run
+    from fedmm.core.bench.scale import measure_scale
 
-    result = run(clients=2_000, rounds=2)
+    result = measure_scale(clients=2_000, rounds=2)
     assert result["clients"] == 2_000 and result["peak_rss_mib"] > 0 and result["seconds_per_round"] > 0
 
 

@@ -7,7 +7,6 @@ message with exit code 2, never as a traceback.
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
 import logging
 import sys
@@ -75,6 +74,8 @@ def benchmarks() -> dict[str, Any]:
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
+    from fedmm.core.experiment import Benchmark, Mode, with_provenance
+
     found = benchmarks()
     if args.name in (None, "list"):
         for name in sorted(found):
@@ -82,17 +83,24 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         return 0
     if args.name not in found:
         raise ConfigError(f"unknown benchmark {args.name!r}; available: {', '.join(sorted(found))}")
+    if args.quick and args.smoke:
+        raise ConfigError("--quick and --smoke exclude each other; give one")
     bench = found[args.name].load()
-    kwargs: dict[str, Any] = {"quick": args.quick}
-    if args.plots:
-        if "plots_dir" not in inspect.signature(bench).parameters:
-            raise ConfigError(f"benchmark {args.name!r} draws no plots; leave out --plots")
-        kwargs["plots_dir"] = args.plots
-    result = bench(**kwargs)
-    line = json.dumps(result, sort_keys=True)
-    if args.output:
-        Path(args.output).write_text(json.dumps(result, indent=2, sort_keys=True))
-    print(line)
+    if not isinstance(bench, Benchmark):
+        raise FedmmError(
+            f"benchmark {args.name!r} ({found[args.name].value}) is not a fedmm.core.experiment.Benchmark; "
+            "every benchmark must report through the harness"
+        )
+    out_path = Path(args.output) if args.output else None
+    if out_path is not None and out_path.is_dir():
+        raise ConfigError(f"-o {out_path}: is a folder; give a file path such as {out_path / args.name}.json")
+    mode: Mode = "smoke" if args.smoke else ("quick" if args.quick else "full")
+    result = bench(mode=mode, seeds=args.seeds, progress=not args.quiet, plots_dir=args.plots)
+    result = with_provenance(result)
+    if out_path is not None:
+        out_path.parent.mkdir(parents=True, exist_ok=True)
+        out_path.write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
+    print(json.dumps(result, sort_keys=True))
     return 0
 
 
@@ -159,8 +167,15 @@ def make_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench", help="run a benchmark; its JSON result is the last line printed")
     p.add_argument("name", nargs="?", help="benchmark name, or 'list'")
     p.add_argument("--quick", action="store_true", help="the short variant (minutes on 2 cores)")
-    p.add_argument("-o", "--output", help="also write the JSON result to this file")
+    p.add_argument("--smoke", action="store_true", help="the smallest run that exercises every arm (tests)")
+    p.add_argument(
+        "--seeds", help="seeds to run every arm on: 0,1,2 or 0-4 (default: the benchmark's own, see its docs)"
+    )
+    p.add_argument(
+        "-o", "--output", help="also write the JSON result (with command, commit, date, machine) to this file"
+    )
     p.add_argument("--plots", help="write the benchmark's curve plots to this folder (where it draws any)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_bench)
 
     p = sub.add_parser("datasets", help="list datasets or build one's cache")

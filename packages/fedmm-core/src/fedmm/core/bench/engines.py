@@ -1,19 +1,32 @@
 """engines: the same 100-client FedAvg job in-process and on Flower's engines.
 
-One run of each on hapt (real smartphone accelerometer + gyroscope windows; 100 clients,
-Dirichlet β=0.5, 20 sampled per round, SGD with momentum): the
-in-process engine, Flower's simulation engine (Ray actors, one virtual SuperNode per client), and
-— unless ``deployment=False`` — Flower's deployment engine on loopback (a SuperLink and real
-SuperNode processes). Reported: end-to-end seconds of each (start-up included: it is what a user
-waits for), seconds per round after the first, the speed-up of in-process over Flower's
-simulation engine, and the largest difference between the engines' per-round metrics (accuracy,
-loss, train loss), which must be float noise.
+Protocol (protocol "2", the first under the seed harness):
+
+* **Job.** hapt (real smartphone accelerometer + gyroscope windows), 100 clients (Dirichlet
+  α = 0.5), 20 sampled per round, SGD lr 0.05 momentum 0.9, batch 32, one local epoch; 5 rounds
+  (quick), 20 (full), 1 (smoke). The seed is the job's run seed.
+* **Sides.** The in-process engine and Flower's simulation engine (Ray actors, one virtual
+  SuperNode per client), timed end to end (start-up included: it is what a user waits for),
+  interleaved with :func:`~fedmm.core.experiment.paired_timing` (one untimed warm-up pair, then
+  5 pairs in alternating order; smoke: no warm-up, 1 pair). ``speedup_vs_flower`` is the median
+  per-pair ratio Flower ÷ in-process, with its min and max. The process's one-time torch imports
+  are paid before either side is timed.
+* **Deployment.** Flower's deployment engine on loopback (a SuperLink and real SuperNode
+  processes), the same job scaled to 10 SuperNodes (5 per round): one run per seed next to an
+  in-process run of the same 10-client job (a deployment run takes minutes, so one pair per seed;
+  the spread comes from the seeds). Not in smoke mode (the deployment tests exercise it).
+* **Seeds.** quick 0, 1, 2; full 0, 1, 2.
+* **Metrics agree.** ``max_abs_metric_diff``: the largest per-round difference in accuracy, loss
+  and train loss between the engines (must be float noise).
+* **Targets.** ``speedup_vs_flower`` ≥ 5 on the quick run's seed mean; ``max_abs_metric_diff``
+  ≤ 1e-4.
 """
 
 from __future__ import annotations
 
 import itertools
 import json
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -22,6 +35,7 @@ from typing import Any
 import torch
 
 from fedmm.core.config import RunConfig, parse_config
+from fedmm.core.experiment import Benchmark, SeedRun, paired_timing
 from fedmm.core.federation import Federation, History
 from fedmm.core.runner import build_dataset, build_federation, read_run
 
@@ -33,11 +47,11 @@ PER_ROUND = 20
 DEPLOYMENT_CLIENTS = 10
 
 
-def job(rounds: int, clients: int = CLIENTS, per_round: int = PER_ROUND) -> RunConfig:
+def job(rounds: int, clients: int = CLIENTS, per_round: int = PER_ROUND, seed: int = 0) -> RunConfig:
     """The benchmark's FedAvg job as a run config (the deployment engine reads it from a file)."""
     return parse_config(
         {
-            "run": {"name": "engines", "rounds": rounds, "seed": 0, "threads": 1},
+            "run": {"name": "engines", "rounds": rounds, "seed": seed, "threads": 1},
             "data": {"name": "hapt", "clients": clients, "partition": "dirichlet", "alpha": 0.5},
             "strategy": {"clients_per_round": per_round, "lr": 0.05, "momentum": 0.9, "batch_size": 32},
         }
@@ -65,12 +79,14 @@ def max_metric_diff(a: History, b: History) -> float:
     return max(diffs) if diffs else float("inf")
 
 
-def _deployment(rounds: int) -> dict[str, Any]:
+def _deployment(rounds: int, seed: int) -> dict[str, Any]:
     """The same job, scaled to DEPLOYMENT_CLIENTS real SuperNode processes on loopback."""
     from fedmm.core.flower.local import run_deployment
 
-    cfg = job(rounds, clients=DEPLOYMENT_CLIENTS, per_round=DEPLOYMENT_CLIENTS // 2)
+    cfg = job(rounds, clients=DEPLOYMENT_CLIENTS, per_round=DEPLOYMENT_CLIENTS // 2, seed=seed)
+    t0 = time.perf_counter()
     inproc = build_federation(cfg).run(rounds, progress=False)
+    inproc_seconds = time.perf_counter() - t0
     with tempfile.TemporaryDirectory(prefix="fedmm-engines-") as tmp:
         path = Path(tmp) / "job.toml"
         path.write_text(_to_toml(cfg))
@@ -82,6 +98,8 @@ def _deployment(rounds: int) -> dict[str, Any]:
         "deployment_clients_per_round": DEPLOYMENT_CLIENTS // 2,
         "deployment_startup_seconds": timing["startup_seconds"],
         "deployment_seconds": timing["seconds"],
+        "deployment_inprocess_seconds": inproc_seconds,
+        "deployment_speedup": timing["seconds"] / inproc_seconds,
         # A round's client exchange (train + upload), after the first round's cold start.
         "deployment_round_seconds": sum(seconds[1:]) / max(1, len(seconds) - 1),
         "deployment_first_round_seconds": seconds[0],
@@ -107,24 +125,40 @@ def _warm_up() -> None:
     torch.optim.SGD([param], lr=0.1).step()
 
 
-def run(quick: bool = False, deployment: bool = True) -> dict[str, Any]:
-    torch.set_num_threads(1)
+def _seed(run: SeedRun) -> dict[str, Any]:
     _warm_up()
-    rounds = 5 if quick else 20
-    cfg = job(rounds)
+    rounds = run.pick(smoke=1, quick=5, full=20)
+    cfg = job(rounds, seed=run.seed)
     data = build_dataset(cfg)
-    inproc, inproc_s, inproc_rounds = _timed(build_federation(cfg, data), rounds)
-    flower, flower_s, flower_rounds = _timed(build_federation(cfg, data), rounds, engine="flower")
+    last: dict[str, tuple[History, list[float]]] = {}
+
+    def side(name: str, **kwargs: Any) -> Any:
+        def go() -> float:
+            history, seconds, per_round = _timed(build_federation(cfg, data), rounds, **kwargs)
+            last[name] = (history, per_round)
+            return seconds
+
+        return go
+
+    timing = paired_timing(
+        side("flower", engine="flower"),
+        side("inprocess"),
+        pairs=run.pick(smoke=1, quick=5, full=5),
+        warmup=run.pick(smoke=0, quick=1, full=1),
+    )
+    inproc, inproc_rounds = last["inprocess"]
+    flower, flower_rounds = last["flower"]
     result: dict[str, Any] = {
-        "benchmark": "engines",
-        "quick": quick,
         "dataset": "hapt",
         "clients": CLIENTS,
         "clients_per_round": PER_ROUND,
         "rounds": rounds,
-        "inprocess_seconds": inproc_s,
-        "flower_seconds": flower_s,
-        "speedup_vs_flower": flower_s / inproc_s,
+        "pairs": timing["pairs"],
+        "inprocess_seconds": statistics.median(timing["b_seconds"]),
+        "flower_seconds": statistics.median(timing["a_seconds"]),
+        "speedup_vs_flower": timing["ratio"],
+        "speedup_vs_flower_min": timing["ratio_min"],
+        "speedup_vs_flower_max": timing["ratio_max"],
         "inprocess_round_seconds": sum(inproc_rounds) / max(1, len(inproc_rounds)),
         "flower_round_seconds": sum(flower_rounds) / max(1, len(flower_rounds)),
         "max_abs_metric_diff": max_metric_diff(inproc, flower),
@@ -133,6 +167,33 @@ def run(quick: bool = False, deployment: bool = True) -> dict[str, Any]:
         "bytes_up_inprocess": inproc.ledger.totals()["bytes_up"],
         "bytes_up_flower": flower.ledger.totals()["bytes_up"],
     }
-    if deployment:
-        result.update(_deployment(rounds))
+    if not run.smoke:
+        result.update(_deployment(rounds, run.seed))
     return result
+
+
+def _finish(out: dict[str, Any]) -> None:
+    out["target_speedup_met"] = bool(out["speedup_vs_flower"] >= 5.0)
+    diff = out.get("max_abs_metric_diff")
+    out["target_metrics_met"] = bool(diff is not None and diff <= 1e-4)
+
+
+ENGINES = Benchmark(
+    "engines",
+    _seed,
+    full_seeds=(0, 1, 2),
+    finish=_finish,
+    headline=(
+        "speedup_vs_flower",
+        "speedup_vs_flower_min",
+        "speedup_vs_flower_max",
+        "inprocess_seconds",
+        "flower_seconds",
+        "inprocess_round_seconds",
+        "flower_round_seconds",
+        "max_abs_metric_diff",
+        "deployment_round_seconds",
+        "deployment_speedup",
+    ),
+    protocol="2",
+)

@@ -1,0 +1,369 @@
+"""The experiment harness: every ``fedmm bench`` reports through it.
+
+A benchmark is a :class:`Benchmark`: a protocol (its module docstring: data, arms, rounds, seeds,
+budget, metric, smoothing, target) and a function that runs **one seed** of it. The harness runs
+that function on every seed, so every arm runs on every seed, and returns one JSON-able record:
+
+* each numeric key ``K`` of the per-seed records becomes the mean over seeds, with ``K_ci95``
+  (half-width of a 95 % Student-t interval, :func:`fedmm.core.stats.ci95`), ``K_per_seed`` and
+  ``seeds`` beside it (booleans become the fraction of seeds where they held);
+* every arm recorded with :meth:`SeedRun.arm` adds its budget read from its ledger —
+  ``steps_<arm>``, ``flops_<arm>`` (all the clients' measured work, hooks included),
+  ``rounds_<arm>`` and ``clients_round1_<arm>`` (how many clients trained in the first round) —
+  and where arms of one comparison differ by more than :data:`BUDGET_TOLERANCE` on a measure the
+  method does not claim to save, the record lists them under ``unequal_budget``;
+* the benchmark's ``finish`` then derives its targets from the means (never from a best seed).
+
+Timing comparisons use :func:`paired_timing` (sides interleaved, repeated; median ratio with its
+min and max). Curves that end in a time-to-target use :func:`time_to_target` (a trailing moving
+average, so one lucky evaluation does not count as reaching the target).
+
+Seeds: a benchmark must not depend on which seeds it is given — datasets keep their own fixed
+data seed, the run seed (partition, initial weights, sampling) varies. Hyper-parameters are
+chosen on seeds 0–4 only; targets are judged on other seeds.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import math
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from fedmm.core.errors import ConfigError
+from fedmm.core.stats import parse_seeds, summarize_seeds
+
+Mode = Literal["smoke", "quick", "full"]
+MODES: tuple[Mode, ...] = ("smoke", "quick", "full")
+# Arms whose budgets differ by more than this (relative) are listed under ``unequal_budget``.
+BUDGET_TOLERANCE = 0.05
+BUDGET_MEASURES = ("steps", "flops", "rounds", "clients_round1")
+
+
+@dataclass(frozen=True)
+class _ArmInfo:
+    group: str
+    claims: frozenset[str]
+
+
+@dataclass
+class SeedRun:
+    """What a benchmark's per-seed function is handed: the seed, the mode, where to draw plots,
+    and :meth:`arm` to record each arm's budget from its ledger."""
+
+    seed: int
+    mode: Mode
+    plots_dir: Path | None = None
+    progress: bool = False
+    shared: Any = None
+    arms: dict[str, _ArmInfo] = field(default_factory=dict)
+    budgets: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def quick(self) -> bool:
+        """True for ``--quick`` and for the smoke mode (the smallest runs)."""
+        return self.mode != "full"
+
+    @property
+    def smoke(self) -> bool:
+        return self.mode == "smoke"
+
+    def pick(self, *, smoke: Any, quick: Any, full: Any) -> Any:
+        """The value for this mode (rounds, clients, ...)."""
+        return {"smoke": smoke, "quick": quick, "full": full}[self.mode]
+
+    def arm(
+        self,
+        name: str,
+        history: Any,
+        *,
+        group: str = "",
+        claims: Sequence[str] = (),
+    ) -> None:
+        """Record arm ``name``'s budget from ``history`` (a :class:`~fedmm.core.federation.History`).
+
+        Arms of one ``group`` are compared with the group's first recorded arm (its baseline).
+        ``claims``: the measures (of ``steps``, ``flops``, ``rounds``, ``clients_round1``) where
+        this arm is cheaper by design — the saving its method claims, or a smaller model (a
+        unimodal arm) — so a lower figure there is not an unfair budget. A higher one still is.
+        """
+        bad = set(claims) - set(BUDGET_MEASURES)
+        if bad:
+            raise ValueError(f"unknown budget measure(s) {sorted(bad)}; use {BUDGET_MEASURES}")
+        info = _ArmInfo(group, frozenset(claims))
+        if self.arms.get(name, info) != info:
+            raise ValueError(f"arm {name!r} recorded twice with different groups or claims")
+        self.arms[name] = info
+        totals = history.ledger.totals()
+        flops = totals.get("client_flops", totals.get("flops", 0.0))
+        rounds = history.rounds
+        self.budgets[f"steps_{name}"] = float(totals.get("steps", 0.0))
+        self.budgets[f"flops_{name}"] = float(flops)
+        self.budgets[f"rounds_{name}"] = float(len(rounds))
+        first = rounds[0] if rounds else {}
+        self.budgets[f"clients_round1_{name}"] = float(first.get("selected", 0) - first.get("dropped", 0))
+
+
+PerSeed = Callable[[SeedRun], Mapping[str, Any]]
+Finish = Callable[[dict[str, Any]], None]
+
+
+@dataclass
+class Benchmark:
+    """A registered benchmark: ``Benchmark("fedmfs", run_seed, quick_seeds=(0, 1, 2), ...)``.
+
+    Calling it (``bench(quick=True, seeds=(0, 1, 2))``) runs ``run_seed`` once per seed and
+    returns the aggregated record. ``setup(run)`` (optional) builds what every seed shares
+    (a loaded dataset) once; each :class:`SeedRun` carries it as ``shared``. ``finish(record)``
+    adds figures derived from the means (gains, targets met). ``headline``: the keys the docs
+    show for this benchmark, in order.
+    """
+
+    name: str
+    run_seed: PerSeed
+    quick_seeds: tuple[int, ...] = (0, 1, 2)
+    full_seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
+    headline: tuple[str, ...] = ()
+    finish: Finish | None = None
+    setup: Callable[[SeedRun], Any] | None = None
+    protocol: str = "1"
+    draws_plots: bool = False
+
+    def __call__(
+        self,
+        quick: bool = False,
+        *,
+        seeds: Sequence[int] | str | None = None,
+        mode: Mode | None = None,
+        progress: bool = False,
+        plots_dir: str | os.PathLike[str] | None = None,
+    ) -> dict[str, Any]:
+        import torch
+        from tqdm.auto import tqdm
+
+        mode = mode or ("quick" if quick else "full")
+        if mode not in MODES:
+            raise ConfigError(f"unknown benchmark mode {mode!r}; use one of {MODES}")
+        chosen = parse_seeds(seeds) if seeds is not None else self.default_seeds(mode)
+        if plots_dir is not None and not self.draws_plots:
+            raise ConfigError(f"benchmark {self.name!r} draws no plots; leave out --plots")
+        plots = Path(plots_dir) if plots_dir is not None else None
+        if plots is not None:
+            plots.mkdir(parents=True, exist_ok=True)
+        torch.set_num_threads(1)  # small models: one thread per process is fastest on few cores
+        start = time.perf_counter()
+        shared = self.setup(SeedRun(chosen[0], mode, plots, progress)) if self.setup else None
+        records: list[dict[str, Any]] = []
+        arms: dict[str, _ArmInfo] = {}
+        for seed in tqdm(chosen, desc=f"{self.name} seeds", disable=not progress, unit="seed"):
+            run = SeedRun(seed, mode, plots, progress, shared)
+            record = dict(self.run_seed(run))
+            clash = set(record) & set(run.budgets)
+            if clash:
+                raise ValueError(f"{self.name}: per-seed keys {sorted(clash)} clash with arm budgets")
+            record.update(run.budgets)
+            records.append(record)
+            for name, info in run.arms.items():
+                if arms.setdefault(name, info) != info:
+                    raise ValueError(f"{self.name}: arm {name!r} changed group or claims between seeds")
+        out: dict[str, Any] = {
+            "benchmark": self.name,
+            "mode": mode,
+            "quick": mode != "full",
+            "protocol": self.protocol,
+        }
+        out.update(summarize_seeds(records, chosen))
+        out["unequal_budget"] = unequal_budgets(out, arms)
+        if self.finish is not None:
+            self.finish(out)
+        out["headline"] = [k for k in self.headline if k in out]
+        out["seconds"] = time.perf_counter() - start
+        return _json_safe(out)
+
+    def default_seeds(self, mode: Mode) -> tuple[int, ...]:
+        if mode == "full":
+            return self.full_seeds
+        if mode == "smoke":
+            return self.quick_seeds[:2]
+        return self.quick_seeds
+
+
+def unequal_budgets(record: Mapping[str, Any], arms: Mapping[str, _ArmInfo]) -> list[dict[str, Any]]:
+    """Arms whose mean budget differs from their group's baseline (first arm) by more than
+    :data:`BUDGET_TOLERANCE`, except lower figures on a measure the arm claims to save."""
+    out: list[dict[str, Any]] = []
+    baselines: dict[str, str] = {}
+    for name, info in arms.items():
+        base = baselines.setdefault(info.group, name)
+        if base == name:
+            continue
+        for measure in BUDGET_MEASURES:
+            a, b = record.get(f"{measure}_{name}"), record.get(f"{measure}_{base}")
+            if not isinstance(a, (int, float)) or not isinstance(b, (int, float)):
+                continue
+            ratio = (1.0 if a == 0 else math.inf) if b == 0 else float(a) / float(b)
+            if abs(ratio - 1.0) <= BUDGET_TOLERANCE:
+                continue
+            if measure in info.claims and ratio < 1.0:
+                continue
+            out.append({"arm": name, "baseline": base, "measure": measure, "ratio": ratio})
+    return out
+
+
+def _json_safe(value: Any) -> Any:
+    """NaN/inf → None (strict JSON), numpy scalars → Python numbers, recursively."""
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if hasattr(value, "item") and callable(value.item) and getattr(value, "ndim", 1) == 0:
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+# -- curves -----------------------------------------------------------------------------------
+def smoothed(values: Sequence[float], window: int) -> list[float]:
+    """Trailing moving average: entry i is the mean of values[max(0, i-window+1) : i+1]."""
+    if window < 1:
+        raise ValueError("window must be >= 1")
+    out: list[float] = []
+    for i in range(len(values)):
+        part = values[max(0, i - window + 1) : i + 1]
+        out.append(sum(part) / len(part))
+    return out
+
+
+def time_to_target(
+    costs: Sequence[float], accuracy: Sequence[float], target: float, *, window: int = 3
+) -> float | None:
+    """Cumulative cost at the first evaluation whose trailing ``window``-mean accuracy reaches
+    ``target`` (only once ``window`` evaluations exist); None if it never does.
+
+    ``costs[i]`` is the cost spent up to evaluation i (cumulative)."""
+    if len(costs) != len(accuracy):
+        raise ValueError("one cost per evaluation")
+    smooth = smoothed(accuracy, window)
+    for i in range(window - 1, len(smooth)):
+        if smooth[i] >= target:
+            return float(costs[i])
+    return None
+
+
+# -- timings ----------------------------------------------------------------------------------
+def paired_timing(
+    a: Callable[[], float | None],
+    b: Callable[[], float | None],
+    *,
+    pairs: int = 5,
+    warmup: int = 1,
+) -> dict[str, Any]:
+    """Time ``a`` against ``b``, interleaved: ``warmup`` untimed pairs, then ``pairs`` pairs whose
+    order alternates (A B, B A, A B, ...) so a drift in the machine's load hits both sides alike.
+
+    Each callable runs its side once; it may return the seconds it measured itself (e.g. without
+    its set-up), else the call is timed. Returns the per-pair ratios a/b: ``ratio`` (median),
+    ``ratio_min``, ``ratio_max``, and both sides' seconds.
+    """
+    if pairs < 1:
+        raise ValueError("pairs must be >= 1")
+
+    def once(fn: Callable[[], float | None]) -> float:
+        t0 = time.perf_counter()
+        got = fn()
+        return float(got) if got is not None else time.perf_counter() - t0
+
+    for _ in range(warmup):
+        once(a)
+        once(b)
+    sa: list[float] = []
+    sb: list[float] = []
+    for i in range(pairs):
+        if i % 2 == 0:
+            sa.append(once(a))
+            sb.append(once(b))
+        else:
+            sb.append(once(b))
+            sa.append(once(a))
+    ratios = [x / y for x, y in zip(sa, sb, strict=True)]
+    return {
+        "ratio": statistics.median(ratios),
+        "ratio_min": min(ratios),
+        "ratio_max": max(ratios),
+        "ratios": ratios,
+        "a_seconds": sa,
+        "b_seconds": sb,
+        "pairs": pairs,
+    }
+
+
+# -- results as data --------------------------------------------------------------------------
+def machine_info() -> dict[str, Any]:
+    """Cores, Python, torch version and the device the run used."""
+    import torch
+
+    device = "cpu"
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        device = torch.cuda.get_device_name()
+    return {
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "device": device,
+    }
+
+
+def git_commit(cwd: str | os.PathLike[str] | None = None) -> str | None:
+    """The checkout's commit (with ``-dirty`` when it has uncommitted changes), or None."""
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=10, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return f"{head}-dirty" if dirty else head
+
+
+def with_provenance(record: Mapping[str, Any], argv: Sequence[str] | None = None) -> dict[str, Any]:
+    """``record`` plus ``meta``: the command, git commit, date (UTC) and machine."""
+    argv = list(sys.argv if argv is None else argv)
+    command = " ".join(["fedmm", *argv[1:]]) if argv and Path(argv[0]).name == "fedmm" else " ".join(argv)
+    meta = {
+        "command": command,
+        "git_commit": git_commit(),
+        "date": _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "machine": machine_info(),
+    }
+    return {**record, "meta": meta}
+
+
+__all__ = [
+    "BUDGET_TOLERANCE",
+    "Benchmark",
+    "SeedRun",
+    "machine_info",
+    "paired_timing",
+    "smoothed",
+    "time_to_target",
+    "unequal_budgets",
+    "with_provenance",
+]
