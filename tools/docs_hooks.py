@@ -3,11 +3,16 @@
 * ``index.md`` from the repository README, ``packages/<dist>.md`` from each package README (links
   into the repository rewritten to site pages) followed by that package's measured figures, the
   ``## <dist>`` section of ``docs/benchmarks.md``;
-* ``configuration.md`` from the run-config JSON schema (``fedmm config-schema``).
+* ``configuration.md`` from the run-config JSON schema (``fedmm config-schema``);
+* every ``<!-- results: NAME -->`` marker (in ``docs/benchmarks.md``, and so in the package pages)
+  replaced by the tables of the committed result files ``docs/results/NAME-<mode>.json``
+  (:func:`fedmm.core.experiment.results_table`), superseded protocols' files
+  (``NAME-<mode>.protocol<N>.json``, with their ``superseded`` reason) shown after them.
 """
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 from typing import Any
@@ -57,10 +62,70 @@ def _schema_page() -> str:
     return "\n".join(lines) + "\n"
 
 
+RESULTS = ROOT / "docs" / "results"
+MARKER = re.compile(r"<!-- results: ([a-z0-9-]+) -->")
+MODE_ORDER = {"smoke": 0, "quick": 1, "full": 2}
+
+
+def result_files(name: str) -> list[Path]:
+    """The result files of benchmark ``name``: current ones (quick, full), then superseded."""
+    found = [p for p in RESULTS.glob(f"{name}-*.json") if _parse_name(p)[0] == name]
+
+    def order(path: Path) -> tuple[int, int, str]:
+        _, mode, protocol = _parse_name(path)
+        return (1 if protocol else 0, MODE_ORDER.get(mode, 9), protocol)
+
+    return sorted(found, key=order)
+
+
+def _parse_name(path: Path) -> tuple[str, str, str]:
+    """``bmsfed-quick.json`` → (bmsfed, quick, ""); ``bmsfed-quick.protocol1.json`` → (…, "1")."""
+    stem, _, protocol = path.name.removesuffix(".json").partition(".protocol")
+    name, _, mode = stem.rpartition("-")
+    return name, mode, protocol
+
+
+def render_results(text: str) -> str:
+    """Replace each results marker by the tables of its result files."""
+    from fedmm.core.experiment import results_table
+
+    def one(match: re.Match[str]) -> str:
+        name = match.group(1)
+        files = result_files(name)
+        if not files:
+            raise ValueError(f"docs marker {match.group(0)}: no result file docs/results/{name}-*.json")
+        parts: list[str] = []
+        for path in files:
+            record = json.loads(path.read_text())
+            meta = record.get("meta", {})
+            machine = meta.get("machine", {})
+            _, mode, protocol = _parse_name(path)
+            flag = "`--quick`" if mode == "quick" else ("full run" if mode == "full" else mode)
+            head = (
+                f"**{flag}**, seeds {', '.join(str(s) for s in record.get('seeds', []))}; protocol "
+                f"{record.get('protocol', '?')}; `{meta.get('command', '?')}`; commit "
+                f"`{str(meta.get('git_commit', '?'))[:10]}`, {str(meta.get('date', '?'))[:10]}, "
+                f"{machine.get('cores', '?')} cores, torch {machine.get('torch', '?')}, "
+                f"{machine.get('device', '?')}; {record.get('seconds', 0):.0f} s "
+                f"(`docs/results/{path.name}`)"
+            )
+            if protocol:
+                reason = record.get("superseded", "a later protocol replaced it")
+                head = f"*Superseded protocol {protocol}* ({reason}). " + head
+            parts.append(head + "\n\n" + results_table(record))
+        return "\n\n".join(parts)
+
+    return MARKER.sub(one, text)
+
+
+def on_page_markdown(markdown: str, page: Any, config: Any, files: Any) -> str:
+    return render_results(markdown)
+
+
 def _benchmark_sections() -> dict[str, str]:
     """``## <dist>`` sections of docs/benchmarks.md, headings demoted one level, links made
     relative to a page one folder down."""
-    text = (ROOT / "docs" / "benchmarks.md").read_text()
+    text = render_results((ROOT / "docs" / "benchmarks.md").read_text())
     sections: dict[str, str] = {}
     for part in re.split(r"^## ", text, flags=re.M)[1:]:
         title, _, body = part.partition("\n")

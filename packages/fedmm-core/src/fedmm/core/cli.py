@@ -96,7 +96,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         raise ConfigError(f"-o {out_path}: is a folder; give a file path such as {out_path / args.name}.json")
     mode: Mode = "smoke" if args.smoke else ("quick" if args.quick else "full")
     result = bench(mode=mode, seeds=args.seeds, progress=not args.quiet, plots_dir=args.plots)
-    result = with_provenance(result)
+    result = with_provenance(result, argv=["fedmm", *args.argv])
     if out_path is not None:
         out_path.parent.mkdir(parents=True, exist_ok=True)
         out_path.write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
@@ -206,6 +206,7 @@ def make_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = make_parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # for the provenance of results
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s"
     )

@@ -356,12 +356,48 @@ def with_provenance(record: Mapping[str, Any], argv: Sequence[str] | None = None
     return {**record, "meta": meta}
 
 
+def _fmt(value: Any) -> str:
+    if isinstance(value, bool) or value is None or not isinstance(value, (int, float)):
+        return "—" if value is None else str(value)
+    v = float(value)
+    if v != 0 and (abs(v) >= 1e5 or abs(v) < 1e-3):
+        return f"{v:.3g}"
+    if abs(v) >= 100:
+        return f"{v:,.0f}".replace(",", " ")
+    return f"{v:.3f}"
+
+
+def results_table(record: Mapping[str, Any]) -> str:
+    """A Markdown table of a benchmark record's headline keys: mean ± 95 % CI and per-seed
+    values, then the arms whose budgets differ (``unequal_budget``), if any."""
+    keys = list(record.get("headline") or [])
+    seeds = record.get("seeds", [])
+    lines = [
+        f"| key | mean ± 95 % CI | per seed ({', '.join(str(s) for s in seeds)}) |",
+        "|---|---|---|",
+    ]
+    for key in keys:
+        value = record.get(key)
+        ci = record.get(f"{key}_ci95")
+        mean = _fmt(value) + (f" ± {_fmt(ci)}" if isinstance(ci, (int, float)) else "")
+        per_seed = record.get(f"{key}_per_seed")
+        seeds_text = ", ".join(_fmt(v) for v in per_seed) if isinstance(per_seed, list) else ""
+        lines.append(f"| `{key}` | {mean} | {seeds_text} |")
+    unequal = record.get("unequal_budget") or []
+    if unequal:
+        lines.append("")
+        items = [f"`{u['arm']}` vs `{u['baseline']}`: {u['measure']} × {_fmt(u['ratio'])}" for u in unequal]
+        lines.append("Unequal budgets (more than 5 % apart, not a claimed saving): " + "; ".join(items) + ".")
+    return "\n".join(lines)
+
+
 __all__ = [
     "BUDGET_TOLERANCE",
     "Benchmark",
     "SeedRun",
     "machine_info",
     "paired_timing",
+    "results_table",
     "smoothed",
     "time_to_target",
     "unequal_budgets",

@@ -139,7 +139,13 @@ OVERHEAD = Benchmark(
     "core-overhead",
     _seed,
     finish=_finish,
-    headline=("overhead_ratio", "overhead_ratio_min", "overhead_ratio_max", "engine_seconds", "raw_seconds",
-              "max_abs_weight_diff"),
+    headline=(
+        "overhead_ratio",
+        "overhead_ratio_min",
+        "overhead_ratio_max",
+        "engine_seconds",
+        "raw_seconds",
+        "max_abs_weight_diff",
+    ),
     protocol="2",
 )
