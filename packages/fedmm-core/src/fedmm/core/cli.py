@@ -74,7 +74,7 @@ def benchmarks() -> dict[str, Any]:
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
-    from fedmm.core.experiment import Benchmark, Mode, with_provenance
+    from fedmm.core.experiment import Benchmark, Mode, provenance, with_provenance
 
     found = benchmarks()
     if args.name in (None, "list"):
@@ -95,8 +95,9 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     if out_path is not None and out_path.is_dir():
         raise ConfigError(f"-o {out_path}: is a folder; give a file path such as {out_path / args.name}.json")
     mode: Mode = "smoke" if args.smoke else ("quick" if args.quick else "full")
+    meta = provenance(["fedmm", *args.argv])
     result = bench(mode=mode, seeds=args.seeds, progress=not args.quiet, plots_dir=args.plots)
-    result = with_provenance(result, argv=["fedmm", *args.argv])
+    result = with_provenance(result, meta=meta)
     if out_path is not None:
         out_path.parent.mkdir(parents=True, exist_ok=True)
         out_path.write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")

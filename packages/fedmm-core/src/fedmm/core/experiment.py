@@ -343,17 +343,24 @@ def git_commit(cwd: str | os.PathLike[str] | None = None) -> str | None:
     return f"{head}-dirty" if dirty else head
 
 
-def with_provenance(record: Mapping[str, Any], argv: Sequence[str] | None = None) -> dict[str, Any]:
-    """``record`` plus ``meta``: the command, git commit, date (UTC) and machine."""
+def provenance(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    """The command, git commit, date (UTC) and machine of a run: call it when the run starts,
+    so a commit made while it runs is not credited with its figures."""
     argv = list(sys.argv if argv is None else argv)
     command = " ".join(["fedmm", *argv[1:]]) if argv and Path(argv[0]).name == "fedmm" else " ".join(argv)
-    meta = {
+    return {
         "command": command,
         "git_commit": git_commit(),
         "date": _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "machine": machine_info(),
     }
-    return {**record, "meta": meta}
+
+
+def with_provenance(
+    record: Mapping[str, Any], argv: Sequence[str] | None = None, meta: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """``record`` plus ``meta`` (:func:`provenance`, taken now unless given)."""
+    return {**record, "meta": dict(meta) if meta is not None else provenance(argv)}
 
 
 def _fmt(value: Any) -> str:
@@ -397,6 +404,7 @@ __all__ = [
     "SeedRun",
     "machine_info",
     "paired_timing",
+    "provenance",
     "results_table",
     "smoothed",
     "time_to_target",
