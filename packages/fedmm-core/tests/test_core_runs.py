@@ -157,6 +157,30 @@ def test_run_config_seeds_from_python(tmp_path: Path) -> None:
         run_config_seeds(cfg, [0], run_dir / "seed-3")
 
 
+def test_one_seed_has_no_interval(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    one = tmp_path / "one"
+    assert (
+        main(
+            [
+                "run",
+                str(_write(tmp_path)),
+                "--seeds",
+                "9",
+                "--set",
+                "run.rounds=1",
+                "--run-dir",
+                str(one),
+                "-q",
+            ]
+        )
+        == 0
+    )
+    acc = json.loads((one / "summary.json").read_text())["final"]["accuracy"]
+    assert acc["seeds"] == [9] and acc["ci95"] is None
+    assert f"final test accuracy: {acc['mean']:.4f} (one seed: no interval)" in capsys.readouterr().out
+    assert compare_runs([one])[0].final_accuracy_ci95 is None
+
+
 def _fake_rows(accs: list[float], bytes_per_round: int = 2**20) -> list[dict[str, Any]]:
     return [
         {"round": i + 1, "accuracy": a, "ledger/bytes_up": bytes_per_round, "ledger/bytes_down": 0}

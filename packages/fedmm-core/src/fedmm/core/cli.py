@@ -43,10 +43,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
             print(f"seed {seed}: final test accuracy {value:.4f}")
         print(f"run folder: {run_dir}")
         if acc and acc["mean"] is not None:
-            ci = f" ± {acc['ci95']:.4f}" if acc["ci95"] is not None else ""
-            print(
-                f"final test accuracy: {acc['mean']:.4f}{ci} (mean ± 95 % CI over {len(acc['seeds'])} seeds)"
+            n = len(acc["seeds"])
+            ci, what = (
+                (f" ± {acc['ci95']:.4f}", f"mean ± 95 % CI over {n} seeds")
+                if acc["ci95"] is not None
+                else ("", "one seed: no interval")
             )
+            print(f"final test accuracy: {acc['mean']:.4f}{ci} ({what})")
         return 0
     run_dir, history = run_config(cfg, run_dir, resume=args.resume, progress=not args.quiet)
     last = history.rounds[-1] if history.rounds else {}
