@@ -186,3 +186,110 @@ def test_a_technique_that_fails_to_import_is_a_clear_error(monkeypatch: pytest.M
 def test_bench_plots_only_where_a_benchmark_draws_them(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["bench", "core-scale", "--quick", "--plots", "somewhere"]) == 2
     assert "draws no plots" in capsys.readouterr().err
+
+
+# -- bad input to --seeds, --set and [run].trackers: one line, exit 2, before any training ----
+
+
+@pytest.mark.parametrize(
+    ("seeds", "message"),
+    [
+        ("a,b", "--seeds 'a,b': 'a' is not a seed (a whole number >= 0) or a range like 0-4"),
+        ("5-2", "--seeds '5-2': the range '5-2' runs backwards; write 2-5"),
+        ("", "--seeds is empty: give seeds like 0,1,2 or a range like 0-4"),
+        ("-1", "--seeds '-1': '-1' is not a seed (a whole number >= 0) or a range like 0-4"),
+    ],
+)
+def test_run_rejects_bad_seeds(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], seeds: str, message: str
+) -> None:
+    cfg = _write(tmp_path, SMALL)
+    assert main(["run", str(cfg), "--seeds", seeds, "--run-dir", str(tmp_path / "r"), "-q"]) == 2
+    err = capsys.readouterr().err
+    assert err == f"fedmm: error: {message}\n"
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize(
+    ("item", "message"),
+    [
+        (
+            "strategy.lrr=0.1",
+            "--set strategy.lrr=0.1: [strategy] has no field 'lrr'; valid fields: batch_size, "
+            "clients_per_round, fraction, local_epochs, lr, min_clients, momentum, name, optimizer, "
+            "weight_decay",
+        ),
+        (
+            "strat.lr=0.1",
+            "--set strat.lr=0.1: unknown section 'strat'; valid sections: data, flower, model, run, "
+            "strategy, techniques",
+        ),
+        (
+            "strategy.lr=fast",
+            "--set strategy.lr=fast: [strategy].lr: Input should be a valid number, unable to parse "
+            "string as a number (got 'fast')",
+        ),
+        ("data.alpha=-1", "--set data.alpha=-1: [data].alpha: Input should be greater than 0 (got -1)"),
+        ("strategy.lr", "--set 'strategy.lr': expected FIELD=VALUE, e.g. --set strategy.lr=0.1"),
+        (
+            "strategy.lr.x=1",
+            "--set strategy.lr.x=1: strategy.lr is a single value, not a table; "
+            "write --set strategy.lr=VALUE",
+        ),
+        (
+            "techniques.0.gamma=2",
+            "--set techniques.0.gamma=2: the config has no [[techniques]] table to change",
+        ),
+    ],
+)
+def test_run_rejects_bad_overrides(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], item: str, message: str
+) -> None:
+    cfg = _write(tmp_path, SMALL)
+    assert main(["run", str(cfg), "--set", item, "--run-dir", str(tmp_path / "r"), "-q"]) == 2
+    assert capsys.readouterr().err == f"fedmm: error: {message}\n"
+    assert not (tmp_path / "r").exists()
+
+
+def test_run_rejects_an_unknown_tracker(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = _write(tmp_path, SMALL.replace("checkpoint_every = 1", 'trackers = ["wandb"]'))
+    assert main(["run", str(cfg), "-q"]) == 2
+    err = capsys.readouterr().err
+    assert "[run].trackers.0: Input should be 'tensorboard' or 'mlflow' (got 'wandb')" in err
+    assert main(["run", str(_write(tmp_path, SMALL)), "--set", 'run.trackers=["wandb"]', "-q"]) == 2
+    err = capsys.readouterr().err
+    assert err == (
+        "fedmm: error: --set run.trackers=[\"wandb\"]: [run].trackers.0: Input should be 'tensorboard' "
+        "or 'mlflow' (got 'wandb')\n"
+    )
+
+
+@pytest.mark.parametrize(
+    ("tracker", "module"), [("mlflow", "mlflow"), ("tensorboard", "torch.utils.tensorboard")]
+)
+def test_run_names_the_extra_a_tracker_needs(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    tracker: str,
+    module: str,
+) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, module, None)  # `import module` now fails as if not installed
+    cfg = _write(tmp_path, SMALL.replace("checkpoint_every = 1", f'trackers = ["{tracker}"]'))
+    for seeds in ([], ["--seeds", "0-1"]):
+        assert main(["run", str(cfg), "--run-dir", str(tmp_path / "r"), "-q", *seeds]) == 2
+        assert capsys.readouterr().err == (
+            f"fedmm: error: the '{tracker}' tracker ([run].trackers) needs "
+            f'{"MLflow" if tracker == "mlflow" else "TensorBoard"}: pip install "fedmm-core[{tracker}]"\n'
+        )
+        assert not (tmp_path / "r").exists()  # refused before any folder or training
+
+
+def test_resume_needs_a_run_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = _write(tmp_path, SMALL)
+    assert main(["run", str(cfg), "--resume", "--seeds", "0-1", "-q"]) == 2
+    assert (
+        capsys.readouterr().err == "fedmm: error: --resume needs --run-dir DIR: the run folder to continue\n"
+    )

@@ -20,9 +20,13 @@ from fedmm.core.errors import ConfigError, FedmmError
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from fedmm.core.config import load_config
-    from fedmm.core.runner import run_config
+    from fedmm.core.runner import run_config, run_config_seeds
+    from fedmm.core.stats import parse_seeds
 
-    cfg = load_config(args.config)
+    seeds = parse_seeds(args.seeds) if args.seeds is not None else None
+    if args.resume and not args.run_dir:
+        raise ConfigError("--resume needs --run-dir DIR: the run folder to continue")
+    cfg = load_config(args.config, args.set or ())
     updates: dict[str, Any] = {}
     if args.rounds is not None:
         updates["rounds"] = args.rounds
@@ -30,41 +34,62 @@ def _cmd_run(args: argparse.Namespace) -> int:
         updates["engine"] = args.engine
     if updates:
         cfg = cfg.model_copy(update={"run": cfg.run.model_copy(update=updates)})
-    run_dir, history = run_config(
-        cfg, Path(args.run_dir) if args.run_dir else None, resume=args.resume, progress=not args.quiet
-    )
+    run_dir = Path(args.run_dir) if args.run_dir else None
+    if seeds is not None:
+        run_dir, summary = run_config_seeds(cfg, seeds, run_dir, resume=args.resume, progress=not args.quiet)
+        acc = summary["final"].get("accuracy")
+        for seed, value in zip(acc["seeds"] if acc else [], acc["per_seed"] if acc else [], strict=True):
+            print(f"seed {seed}: final test accuracy {value:.4f}")
+        print(f"run folder: {run_dir}")
+        if acc and acc["mean"] is not None:
+            n = len(acc["seeds"])
+            ci, what = (
+                (f" ± {acc['ci95']:.4f}", f"mean ± 95 % CI over {n} seeds")
+                if acc["ci95"] is not None
+                else ("", "one seed: no interval")
+            )
+            print(f"final test accuracy: {acc['mean']:.4f}{ci} ({what})")
+        return 0
+    run_dir, history = run_config(cfg, run_dir, resume=args.resume, progress=not args.quiet)
     last = history.rounds[-1] if history.rounds else {}
-    acc = last.get("accuracy")
+    acc1 = last.get("accuracy")
     print(f"run folder: {run_dir}")
-    if acc is not None:
-        print(f"final test accuracy: {acc:.4f}")
+    if acc1 is not None:
+        print(f"final test accuracy: {acc1:.4f}")
     return 0
+
+
+def _mean_ci(value: float | None, half: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.4f}" + (f" ± {half:.4f}" if half is not None else "")
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
     from fedmm.core.plots import plot_compare
-    from fedmm.core.runner import read_run
+    from fedmm.core.runner import compare_runs
 
-    runs: dict[str, list[dict[str, Any]]] = {}
+    compared = compare_runs(args.runs)
     header = (
-        f"{'run':40s} {'rounds':>6s} {'final acc':>9s} {'best acc':>9s} "
+        f"{'run':40s} {'seeds':>5s} {'rounds':>6s} {'final acc':>15s} {'best acc':>15s} "
         f"{'MiB up':>9s} {'MiB down':>9s} {'GFLOPs':>9s}"
     )
     print(header)
     print("-" * len(header))
-    for path in args.runs:
-        rows, _summary = read_run(path)
-        name = Path(path).name
-        runs[name] = rows
-        accs = [r["accuracy"] for r in rows if r.get("accuracy") is not None]
-        up = sum(float(r.get("ledger/bytes_up") or 0) for r in rows) / 2**20
-        down = sum(float(r.get("ledger/bytes_down") or 0) for r in rows) / 2**20
-        flops = sum(float(r.get("ledger/flops") or 0) for r in rows) / 1e9
-        final = f"{accs[-1]:.4f}" if accs else "-"
-        best = f"{max(accs):.4f}" if accs else "-"
-        print(f"{name[:40]:40s} {len(rows):6d} {final:>9s} {best:>9s} {up:9.2f} {down:9.2f} {flops:9.2f}")
+    for run in compared:
+        lo, hi = min(run.rounds), max(run.rounds)
+        rounds = str(lo) if lo == hi else f"{lo}-{hi}"
+        seeds = str(len(run.seeds)) if run.seeds else "-"
+        final = _mean_ci(run.final_accuracy, run.final_accuracy_ci95)
+        best = _mean_ci(run.best_accuracy, run.best_accuracy_ci95)
+        print(
+            f"{run.name[:40]:40s} {seeds:>5s} {rounds:>6s} {final:>15s} {best:>15s} "
+            f"{run.mib_up:9.2f} {run.mib_down:9.2f} {run.gflops:9.2f}"
+        )
+    if any(run.seeds for run in compared):
+        print("multi-seed runs: mean ± half-width of the 95 % t-interval over their seeds")
     out = Path(args.output)
-    plot_compare(runs, out)
+    plot_compare({run.name: run.curves for run in compared}, out)
     print(f"overlay plot: {out}")
     return 0
 
@@ -157,11 +182,23 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue the run in --run-dir from its checkpoint")
     p.add_argument("--rounds", type=int, help="override [run].rounds")
     p.add_argument("--engine", choices=["inprocess", "flower"], help="override [run].engine")
+    p.add_argument(
+        "--set",
+        action="append",
+        metavar="FIELD=VALUE",
+        help="override a config field, e.g. --set strategy.lr=0.1 --set techniques.0.gamma=2 "
+        "(a TOML value, else a string; repeatable)",
+    )
+    p.add_argument(
+        "--seeds",
+        help="run once per seed (e.g. 0-4 or 0,1,2) into RUN/seed-N/ and write RUN/summary.json "
+        "with mean and 95 %% CI of each final metric",
+    )
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_run)
 
     p = sub.add_parser("compare", help="compare run folders: table + overlay plot")
-    p.add_argument("runs", nargs="+", help="run folders")
+    p.add_argument("runs", nargs="+", help="run folders, plain or multi-seed (mean ± 95 %% CI)")
     p.add_argument("-o", "--output", default="compare.png", help="overlay plot path (default compare.png)")
     p.set_defaults(func=_cmd_compare)
 

@@ -4,16 +4,24 @@ A config has the sections ``[run]``, ``[data]``, ``[model]``, ``[strategy]`` and
 ``[[techniques]]`` (each ``name = "..."`` plus that technique's own arguments). Techniques are
 found through the ``fedmm.techniques`` entry-point group, so naming one whose package is not
 installed says which package to install.
+
+Overrides (``fedmm run --set strategy.lr=0.1``, ``load_config(path, ["strategy.lr=0.1"])``) are
+dotted paths into the same schema: ``data.options.num_samples=500``, ``techniques.0.gamma=2``
+(a technique by index, or by name when one technique has it: ``techniques.fedmfs.gamma=2``).
+Values are TOML values (``0.1``, ``true``, ``"x"``, ``[1, 2]``, ``{a = 1}``); anything that does not
+parse as one is taken as a plain string. The result is validated like a file.
 """
 
 from __future__ import annotations
 
 import tomllib
+from collections.abc import Sequence
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import Any, Literal
+from types import UnionType
+from typing import Any, Literal, Union, get_args, get_origin
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from fedmm.core.errors import ConfigError
 
@@ -27,6 +35,10 @@ TECHNIQUE_PACKAGES = {
     "layerwise": "fedmm-layerwise",
     "fedmvp": "fedmm-completion",
 }
+
+
+# Names accepted by ``[run].trackers`` (see fedmm.core.trackers).
+TrackerName = Literal["tensorboard", "mlflow"]
 
 
 class _Section(BaseModel):
@@ -49,6 +61,20 @@ class RunSection(_Section):
         description="torch intra-op threads; 1 is fastest for the small models of FL simulation "
         "(several threads on a busy 2-core machine can be 10x slower); null = torch's choice",
     )
+    trackers: list[TrackerName] = Field(
+        default_factory=list,
+        description="experiment trackers that get every round's metrics (with the round's ledger totals) "
+        'and the config: "tensorboard" writes event files to the run folder\'s tensorboard/ (extra '
+        'fedmm-core[tensorboard]); "mlflow" logs to MLFLOW_TRACKING_URI, else to the file store ./mlruns '
+        "(extra fedmm-core[mlflow])",
+    )
+
+    @field_validator("trackers")
+    @classmethod
+    def _distinct_trackers(cls, value: list[str]) -> list[str]:
+        if len(set(value)) != len(value):
+            raise ValueError("a tracker is named twice")
+        return value
 
 
 class DataSection(_Section):
@@ -140,17 +166,20 @@ def _where(loc: tuple[int | str, ...]) -> str:
     return f"[{parts[0]}]" + ("." + ".".join(parts[1:]) if len(parts) > 1 else "")
 
 
+def _problem(err: Any) -> str:
+    got = err.get("input")
+    msg = err["msg"]
+    if err["type"] == "extra_forbidden":
+        msg = "unknown field (check its spelling, or see the configuration reference)"
+    elif err["type"] == "missing":
+        msg = "required field is missing"
+    shown = "" if err["type"] in ("missing",) or isinstance(got, dict) else f" (got {got!r})"
+    return f"{_where(tuple(err['loc']))}: {msg}{shown}"
+
+
 def format_validation_error(exc: ValidationError, source: str) -> str:
     lines = [f"{source}: invalid configuration ({exc.error_count()} problem(s)):"]
-    for err in exc.errors():
-        got = err.get("input")
-        msg = err["msg"]
-        if err["type"] == "extra_forbidden":
-            msg = "unknown field (check its spelling, or see the configuration reference)"
-        elif err["type"] == "missing":
-            msg = "required field is missing"
-        shown = "" if err["type"] in ("missing",) or isinstance(got, dict) else f" (got {got!r})"
-        lines.append(f"  - {_where(tuple(err['loc']))}: {msg}{shown}")
+    lines.extend(f"  - {_problem(err)}" for err in exc.errors())
     return "\n".join(lines)
 
 
@@ -161,8 +190,8 @@ def parse_config(raw: dict[str, Any], source: str = "config") -> RunConfig:
         raise ConfigError(format_validation_error(exc, source)) from None
 
 
-def load_config(path: str | Path) -> RunConfig:
-    """Read and validate a TOML run config."""
+def load_config(path: str | Path, overrides: Sequence[str] = ()) -> RunConfig:
+    """Read and validate a TOML run config, then apply ``overrides`` (``"strategy.lr=0.1"``, ...)."""
     path = Path(path)
     if not path.exists():
         raise ConfigError(f"{path}: no such config file")
@@ -170,7 +199,152 @@ def load_config(path: str | Path) -> RunConfig:
         raw = tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
-    return parse_config(raw, str(path))
+    if isinstance(overrides, str):
+        overrides = [overrides]
+    # Overrides go into the file's tables before validation: they may complete a partial file.
+    locs = [(item, _apply(raw, item)) for item in overrides]
+    return _validate(raw, str(path), locs)
+
+
+# -- overrides (--set) --------------------------------------------------------------------------
+
+
+class _ListOf:
+    """Schema of a list of tables addressed by index (``techniques``)."""
+
+    def __init__(self, model: type[BaseModel]) -> None:
+        self.model = model
+
+
+_FREE = "free"  # a table whose keys are not in the schema (data.options, a technique's arguments)
+_VALUE = "value"  # a single value: nothing below it can be addressed
+_Schema = type[BaseModel] | _ListOf | str
+
+
+def _schema_of(annotation: Any) -> _Schema:
+    if get_origin(annotation) in (Union, UnionType):
+        inner = [a for a in get_args(annotation) if a is not type(None)]
+        annotation = inner[0] if len(inner) == 1 else annotation
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    origin, args = get_origin(annotation), get_args(annotation)
+    if origin is list and args and isinstance(args[0], type) and issubclass(args[0], BaseModel):
+        return _ListOf(args[0])
+    if origin is dict or annotation is Any:
+        return _FREE
+    return _VALUE
+
+
+def parse_value(text: str) -> Any:
+    """A TOML value (``0.1``, ``true``, ``"x"``, ``[1, 2]``), else ``text`` as a plain string."""
+    text = text.strip()
+    try:
+        doc = tomllib.loads(f"v = {text}")
+    except tomllib.TOMLDecodeError:
+        return text
+    # "1\nx = 2" parses as two keys: that is not one value.
+    return doc["v"] if set(doc) == {"v"} else text
+
+
+def _list_index(items: list[Any], part: str, here: str, item: str) -> int:
+    if part.isdigit():
+        index = int(part)
+        if index < len(items):
+            return index
+    else:
+        named = [i for i, t in enumerate(items) if isinstance(t, dict) and t.get("name") == part]
+        if len(named) == 1:
+            return named[0]
+    names = ", ".join(str(t.get("name")) for t in items if isinstance(t, dict)) or "none"
+    raise ConfigError(
+        f"--set {item}: no [[{here}]] table {part!r}; the config has {len(items)} "
+        f"(by index 0-{len(items) - 1} or by name: {names})"
+        if items
+        else f"--set {item}: the config has no [[{here}]] table to change"
+    )
+
+
+def _apply(raw: dict[str, Any], item: str) -> tuple[int | str, ...]:
+    """Set one ``FIELD=VALUE`` into ``raw``; the path as a validation-error location."""
+    key, eq, text = item.partition("=")
+    key = key.strip()
+    if not eq or not key:
+        raise ConfigError(f"--set {item!r}: expected FIELD=VALUE, e.g. --set strategy.lr=0.1")
+    parts = [p.strip() for p in key.split(".")]
+    if not all(parts):
+        raise ConfigError(f"--set {item!r}: {key!r} has an empty name between dots; e.g. data.alpha=0.1")
+    value = parse_value(text)
+    node: Any = raw
+    schema: _Schema = RunConfig
+    loc: list[int | str] = []
+    for i, part in enumerate(parts):
+        here = ".".join(parts[:i])
+        last = i == len(parts) - 1
+        if isinstance(schema, _ListOf):
+            index = _list_index(node, part, here, item)
+            loc.append(index)
+            if last:
+                node[index] = value
+                break
+            node, schema = node[index], schema.model
+            continue
+        if schema == _VALUE or not isinstance(node, dict):
+            raise ConfigError(
+                f"--set {item}: {here} is a single value, not a table; write --set {here}=VALUE"
+            )
+        if isinstance(schema, type):
+            fields = schema.model_fields
+            if part in fields:
+                child: _Schema = _schema_of(fields[part].annotation)
+            elif schema.model_config.get("extra") == "allow":
+                child = _FREE
+            elif schema is RunConfig:
+                raise ConfigError(
+                    f"--set {item}: unknown section {part!r}; valid sections: {', '.join(sorted(fields))}"
+                )
+            else:
+                raise ConfigError(
+                    f"--set {item}: [{here}] has no field {part!r}; valid fields: {', '.join(sorted(fields))}"
+                )
+        else:
+            child = _FREE
+        loc.append(part)
+        if last:
+            node[part] = value
+            break
+        if node.get(part) is None:
+            node[part] = [] if isinstance(child, _ListOf) else {}
+        node, schema = node[part], child
+    return tuple(loc)
+
+
+def _validate(raw: dict[str, Any], source: str, locs: list[tuple[str, tuple[int | str, ...]]]) -> RunConfig:
+    try:
+        return RunConfig.model_validate(raw)
+    except ValidationError as exc:
+        problems, from_set = [], False
+        for err in exc.errors():
+            loc = tuple(err["loc"])
+            # The override whose path leads to (or lies under) the bad field, else the file.
+            item = next(
+                (item for item, at in reversed(locs) if loc[: len(at)] == at or at[: len(loc)] == loc),
+                None,
+            )
+            from_set = from_set or item is not None
+            problems.append(f"{f'--set {item}' if item is not None else source}: {_problem(err)}")
+        if not from_set:
+            raise ConfigError(format_validation_error(exc, source)) from None
+        raise ConfigError("; ".join(problems)) from None
+
+
+def override_config(cfg: RunConfig, overrides: Sequence[str]) -> RunConfig:
+    """``cfg`` with ``FIELD=VALUE`` overrides applied (see the module docstring), validated."""
+    if isinstance(overrides, str):
+        overrides = [overrides]
+    if not overrides:
+        return cfg
+    raw = cfg.model_dump()
+    return _validate(raw, "config", [(item, _apply(raw, item)) for item in overrides])
 
 
 def technique_classes() -> dict[str, Any]:

@@ -2,7 +2,12 @@
 
 A run folder holds ``config.json`` (the validated config), ``metrics.jsonl`` (one line per round:
 accuracy, loss, per-modality accuracy, ledger totals), ``summary.json``, PNG plots and
-``checkpoint/`` (safetensors + JSON).
+``checkpoint/`` (safetensors + JSON); ``tensorboard/`` and ``trackers.json`` where
+``[run].trackers`` asks for them.
+
+A multi-seed run folder (:func:`run_config_seeds`, ``fedmm run --seeds 0-4``) holds one such run
+folder per seed, ``seed-N/``, an aggregate ``summary.json`` (mean, 95 % CI, per-seed values) and
+``accuracy.png`` (the mean curve with its 95 % band). :func:`compare_runs` reads both kinds.
 """
 
 from __future__ import annotations
@@ -10,8 +15,10 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +33,7 @@ from fedmm.core.federation import ClientTrainer, Federation, History
 from fedmm.core.measure import peak_rss_bytes
 from fedmm.core.models.model import late_fusion
 from fedmm.core.protocol import FedAvg, Strategy
+from fedmm.core.stats import ci95, mean, parse_seeds
 
 
 def build_dataset(cfg: RunConfig) -> FederatedDataset:
@@ -144,27 +152,37 @@ def run_config(
     resume: bool = False,
     progress: bool = True,
     make_trainer: Callable[[Federation], ClientTrainer] | None = None,
+    label: str | None = None,
 ) -> tuple[Path, History]:
     """Run ``cfg`` into ``run_dir`` (a new folder under ``[run].output_dir`` by default).
 
     ``make_trainer(fed)`` replaces how each round's clients are run (a Flower deployment
     ServerApp passes its message exchange); otherwise ``[run].engine`` picks the engine.
+    ``label`` names the run for ``[run].trackers`` (default: the folder's name).
     """
+    from fedmm.core.trackers import Trackers, require, round_metrics
+
+    require(cfg.run.trackers)  # a missing extra fails before any folder or training
     run_dir = Path(run_dir) if run_dir is not None else new_run_dir(cfg)
     if resume and not (run_dir / "checkpoint").exists():
+        if seed_dirs(run_dir):
+            raise ConfigError(
+                f"--resume: {run_dir} is a multi-seed run folder; resume it with --seeds (the same seeds)"
+            )
         raise ConfigError(f"--resume: {run_dir} has no checkpoint/ to resume from")
     run_dir.mkdir(parents=True, exist_ok=True)
     cfg_path = run_dir / "config.json"
     if resume and cfg_path.exists():
         saved = json.loads(cfg_path.read_text())
         now = cfg.model_dump(mode="json")
-        # Only the number of rounds may change: a resumed run may be extended.
-        saved["run"].pop("rounds", None)
-        now["run"].pop("rounds", None)
+        # A resumed run may be extended, and trackers do not change the results.
+        for key in ("rounds", "trackers"):
+            saved["run"].pop(key, None)
+            now["run"].pop(key, None)
         if saved != now:
             raise ConfigError(
                 f"--resume: the config differs from the one {run_dir} was started with "
-                "(only [run].rounds may change); start a new run folder instead"
+                "(only [run].rounds and [run].trackers may change); start a new run folder instead"
             )
     cfg_path.write_text(json.dumps(cfg.model_dump(mode="json"), indent=2))
     data = build_dataset(cfg)
@@ -172,21 +190,27 @@ def run_config(
     trainer = make_trainer(fed) if make_trainer is not None else None
     metrics_path = run_dir / "metrics.jsonl"
 
-    def on_round(_: dict[str, Any]) -> None:
-        write_jsonl(metrics_path, fed.history.rounds)
-
     start = time.perf_counter()
-    history = fed.run(
-        cfg.run.rounds,
-        progress=progress,
-        checkpoint_dir=run_dir / "checkpoint",
-        checkpoint_every=cfg.run.checkpoint_every or cfg.run.rounds,
-        resume=resume,
-        on_round=on_round,
-        engine="inprocess" if trainer is not None else cfg.run.engine,
-        flower=cfg.flower.model_dump() if trainer is None and cfg.run.engine == "flower" else None,
-        trainer=trainer,
-    )
+    with Trackers(
+        cfg.run.trackers, run_dir, experiment=cfg.run.name, run_name=label or run_dir.name, resume=resume
+    ) as trackers:
+        trackers.log_config(cfg.model_dump(mode="json"))
+
+        def on_round(row: dict[str, Any]) -> None:
+            write_jsonl(metrics_path, fed.history.rounds)
+            trackers.log_round(int(row["round"]), round_metrics(row))
+
+        history = fed.run(
+            cfg.run.rounds,
+            progress=progress,
+            checkpoint_dir=run_dir / "checkpoint",
+            checkpoint_every=cfg.run.checkpoint_every or cfg.run.rounds,
+            resume=resume,
+            on_round=on_round,
+            engine="inprocess" if trainer is not None else cfg.run.engine,
+            flower=cfg.flower.model_dump() if trainer is None and cfg.run.engine == "flower" else None,
+            trainer=trainer,
+        )
     write_jsonl(metrics_path, history.rounds)
     summary = summarize(history, cfg, data, time.perf_counter() - start)
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
@@ -201,6 +225,8 @@ def read_run(run_dir: str | Path) -> tuple[list[dict[str, Any]], dict[str, Any]]
     run_dir = Path(run_dir)
     metrics = run_dir / "metrics.jsonl"
     if not metrics.exists():
+        if seed_dirs(run_dir):
+            raise ConfigError(f"{run_dir}: a multi-seed run folder; read it with compare_runs or read_seeds")
         raise ConfigError(f"{run_dir}: not a run folder (no metrics.jsonl)")
     rows = []
     for i, line in enumerate(metrics.read_text().splitlines(), 1):
@@ -211,3 +237,208 @@ def read_run(run_dir: str | Path) -> tuple[list[dict[str, Any]], dict[str, Any]]
     summary_path = run_dir / "summary.json"
     summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
     return rows, summary
+
+
+# -- several seeds ------------------------------------------------------------------------------
+
+_SEED_DIR = re.compile(r"seed-(\d+)")
+
+
+def seed_dirs(run_dir: str | Path) -> dict[int, Path]:
+    """The ``seed-N/`` run folders (with metrics) of a multi-seed run folder, by seed."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        return {}
+    found = {}
+    for child in run_dir.iterdir():
+        match = _SEED_DIR.fullmatch(child.name)
+        if match and (child / "metrics.jsonl").exists():
+            found[int(match.group(1))] = child
+    return dict(sorted(found.items()))
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(float(value))
+
+
+def final_row(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """The last evaluated round (with ``accuracy``); rounds without evaluation are skipped."""
+    return next((r for r in reversed(rows) if r.get("accuracy") is not None), {})
+
+
+def seed_stat(values: Sequence[Any], seeds: Sequence[int]) -> dict[str, Any]:
+    """``mean``, ``ci95`` (95 % t-interval half-width, None for one seed), ``per_seed`` and the
+    ``seeds`` they came from; a seed without a finite number for it is left out."""
+    pairs = [(s, float(v)) for s, v in zip(seeds, values, strict=True) if _is_number(v)]
+    vals = [v for _, v in pairs]
+    return {
+        "mean": mean(vals) if vals else None,
+        "ci95": ci95(vals),
+        "per_seed": vals,
+        "seeds": [s for s, _ in pairs],
+    }
+
+
+def summarize_seed_runs(
+    name: str, runs: dict[int, tuple[list[dict[str, Any]], dict[str, Any]]]
+) -> dict[str, Any]:
+    """The aggregate ``summary.json`` of a multi-seed run from each seed's (metrics rows, summary).
+
+    ``final`` holds the numbers of each seed's last evaluated round, ``ledger_totals`` the run's
+    measured totals, ``best_accuracy`` and ``wall_seconds`` the seeds' own; each is
+    ``{"mean", "ci95", "per_seed", "seeds"}``.
+    """
+    seeds = list(runs)
+    finals = [final_row(rows) for rows, _ in runs.values()]
+    totals = [summary.get("ledger_totals", {}) for _, summary in runs.values()]
+
+    def keys(records: list[dict[str, Any]], skip: Callable[[str], bool]) -> list[str]:
+        out: list[str] = []
+        for r in records:
+            out.extend(k for k, v in r.items() if k not in out and not skip(k) and _is_number(v))
+        return out
+
+    final_keys = keys(finals, lambda k: k == "round" or k.startswith("ledger/"))
+    return {
+        "name": name,
+        "seeds": seeds,
+        "seed_dirs": [f"seed-{s}" for s in seeds],
+        "rounds": [len(rows) for rows, _ in runs.values()],
+        "final": {k: seed_stat([f.get(k) for f in finals], seeds) for k in final_keys},
+        "best_accuracy": seed_stat([s.get("best_accuracy") for _, s in runs.values()], seeds),
+        "ledger_totals": {
+            k: seed_stat([t.get(k) for t in totals], seeds) for k in keys(totals, lambda k: False)
+        },
+        "wall_seconds": seed_stat([s.get("wall_seconds") for _, s in runs.values()], seeds),
+    }
+
+
+def run_config_seeds(
+    cfg: RunConfig,
+    seeds: str | Sequence[int],
+    run_dir: Path | None = None,
+    *,
+    resume: bool = False,
+    progress: bool = True,
+) -> tuple[Path, dict[str, Any]]:
+    """Run ``cfg`` once per seed into ``run_dir/seed-N/``; write and return the aggregate summary.
+
+    Each seed replaces ``[run].seed``, which drives the client partition (iid / Dirichlet split),
+    the simulated missing modalities, missing and noisy labels, unimodal clients and the server's
+    validation hold-out, the model's initial weights, which clients each round samples, and each
+    client's batch order. The central dataset itself (the samples and the test split) does not
+    vary: its loader keeps its own default seed, so every seed is tested on the same test set.
+
+    ``seeds`` is ``"0-4"``, ``"0,2,7"`` or a sequence of ints (see
+    :func:`fedmm.core.stats.parse_seeds`). With ``resume``, each seed folder continues from its
+    checkpoint, and a seed not begun yet (or stopped before its first checkpoint) starts anew.
+    ``summary.json`` covers the seeds given.
+    """
+    from fedmm.core.plots import plot_compare
+    from fedmm.core.trackers import require
+
+    seeds = parse_seeds(seeds)
+    require(cfg.run.trackers)
+    run_dir = Path(run_dir) if run_dir is not None else new_run_dir(cfg)
+    if resume and not run_dir.is_dir():
+        raise ConfigError(f"--resume: {run_dir} does not exist")
+    if (run_dir / "metrics.jsonl").exists():
+        raise ConfigError(
+            f"{run_dir} is a single-seed run folder; give --seeds a new run folder "
+            "(or resume this one without --seeds)"
+        )
+    runs: dict[int, tuple[list[dict[str, Any]], dict[str, Any]]] = {}
+    for seed in seeds:
+        seed_cfg = cfg.model_copy(update={"run": cfg.run.model_copy(update={"seed": seed})})
+        seed_dir = run_dir / f"seed-{seed}"
+        again = resume and (seed_dir / "checkpoint").exists()
+        run_config(seed_cfg, seed_dir, resume=again, progress=progress, label=f"{run_dir.name}/seed-{seed}")
+        runs[seed] = read_run(seed_dir)
+    summary = summarize_seed_runs(cfg.run.name, runs)
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    plot_compare(
+        {f"{cfg.run.name} ({len(seeds)} seeds)": [rows for rows, _ in runs.values()]},
+        run_dir / "accuracy.png",
+    )
+    return run_dir, summary
+
+
+def read_seeds(run_dir: str | Path) -> dict[int, list[dict[str, Any]]]:
+    """Metrics rows of each seed of a multi-seed run folder."""
+    found = seed_dirs(run_dir)
+    if not found:
+        raise ConfigError(f"{run_dir}: not a multi-seed run folder (no seed-N/ folders with metrics.jsonl)")
+    return {seed: read_run(path)[0] for seed, path in found.items()}
+
+
+@dataclass(frozen=True)
+class ComparedRun:
+    """One line of ``fedmm compare``: a run folder, plain or multi-seed.
+
+    For a multi-seed folder the numbers are means over its seeds and the ``*_ci95`` fields their
+    95 % half-widths; a plain run has ``seeds == ()`` and no intervals.
+    """
+
+    name: str
+    path: Path
+    seeds: tuple[int, ...]
+    rows: list[list[dict[str, Any]]] = field(repr=False)  # metrics rows, one list per seed
+    rounds: tuple[int, ...]
+    final_accuracy: float | None
+    final_accuracy_ci95: float | None
+    best_accuracy: float | None
+    best_accuracy_ci95: float | None
+    mib_up: float
+    mib_down: float
+    gflops: float
+
+    @property
+    def curves(self) -> list[dict[str, Any]] | list[list[dict[str, Any]]]:
+        """What :func:`fedmm.core.plots.plot_compare` draws: the rows, or the rows of each seed."""
+        return self.rows if self.seeds else self.rows[0]
+
+
+def compare_runs(paths: Sequence[str | Path]) -> list[ComparedRun]:
+    """Read run folders (plain or multi-seed, mixed) into what ``fedmm compare`` prints."""
+    out: list[ComparedRun] = []
+    names: set[str] = set()
+    for path in paths:
+        path = Path(path)
+        if (path / "metrics.jsonl").exists() or not seed_dirs(path):
+            seeds: tuple[int, ...] = ()
+            per_seed = [read_run(path)[0]]
+        else:
+            by_seed = read_seeds(path)
+            seeds, per_seed = tuple(by_seed), list(by_seed.values())
+        name, i = path.name or str(path), 2
+        while name in names:  # the same folder name twice stays two lines of the plot
+            name, i = f"{path.name} ({i})", i + 1
+        names.add(name)
+        finals, bests = [], []
+        for rows in per_seed:
+            accs = [float(r["accuracy"]) for r in rows if _is_number(r.get("accuracy"))]
+            finals.append(accs[-1] if accs else None)
+            bests.append(max(accs) if accs else None)
+        fin = seed_stat(finals, range(len(per_seed)))
+        best = seed_stat(bests, range(len(per_seed)))
+
+        def total(key: str, rows_per_seed: list[list[dict[str, Any]]] = per_seed) -> float:
+            return mean([sum(float(r.get(key) or 0) for r in rows) for rows in rows_per_seed])
+
+        out.append(
+            ComparedRun(
+                name=name,
+                path=path,
+                seeds=seeds,
+                rows=per_seed,
+                rounds=tuple(len(rows) for rows in per_seed),
+                final_accuracy=fin["mean"],
+                final_accuracy_ci95=fin["ci95"] if seeds else None,
+                best_accuracy=best["mean"],
+                best_accuracy_ci95=best["ci95"] if seeds else None,
+                mib_up=total("ledger/bytes_up") / 2**20,
+                mib_down=total("ledger/bytes_down") / 2**20,
+                gflops=total("ledger/flops") / 1e9,
+            )
+        )
+    return out
