@@ -104,7 +104,9 @@ def test_fedmvp_runs_from_config_with_models_loaded_from_local_folders(tmp_path:
     history = fed.run(1, progress=False)
     for cid in range(data.num_clients):
         assert fed.client_states[cid]["fedmvp/completed/present"].all()
-    assert all(rec.prepare_flops > 0 for rec in history.ledger.records)  # the frozen models' work is measured
+    assert all(
+        rec.flops_by_hook["prepare"] > 0 for rec in history.ledger.records
+    )  # the frozen models' work is measured
     missing = dict(raw["techniques"][0], captioner_path=str(tmp_path / "nowhere"))  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="nowhere"):
         FedAvg([build_technique(parse_config({**raw, "techniques": [missing]}).techniques[0])]).create_model(

@@ -66,8 +66,8 @@ def test_completion_runs_once_per_client_and_marks_generated(data: FederatedData
     # The cost of completing appears once per client: on its first round, with real time spent.
     first = [r for r in fed.history.ledger.records if r.round == 1]
     again = [r for r in fed.history.ledger.records if r.round == 2]
-    assert all(r.prepare_seconds > 0 for r in first)
-    assert sum(r.prepare_seconds for r in again) < sum(r.prepare_seconds for r in first)
+    assert all(r.seconds_by_hook["prepare"] > 0 for r in first)
+    assert sum(r.seconds_by_hook["prepare"] for r in again) < sum(r.seconds_by_hook["prepare"] for r in first)
 
 
 def test_augmenting_completion_trains_on_the_copies_and_caches_them(data: FederatedDataset) -> None:

@@ -365,6 +365,6 @@ def test_prepare_work_is_measured_in_the_ledger(
     fed = Federation(small_model, small_data, FedAvg([PrepareWork()], clients_per_round=2), seed=0)
     history = fed.run(1, progress=False)
     for rec in history.ledger.records:
-        assert rec.prepare_flops == 2 * 16 * 32 * 8
-        assert 0 < rec.prepare_seconds <= rec.seconds
-    assert history.ledger.totals()["prepare_flops"] == 2 * 2 * 16 * 32 * 8
+        assert rec.flops_by_hook["prepare"] == 2 * 16 * 32 * 8
+        assert 0 < rec.seconds_by_hook["prepare"] <= rec.seconds
+    assert history.ledger.totals()["flops_by_hook/prepare"] == 2 * 2 * 16 * 32 * 8

@@ -137,6 +137,20 @@ def test_flower_ledger_counts_the_records_flower_carried(both_engines: tuple[Any
         assert a["ledger/bytes_up"] < b["ledger/bytes_up"] < 1.1 * a["ledger/bytes_up"]
 
 
+def test_flower_ledger_carries_hook_costs_and_measures_the_server(both_engines: tuple[Any, Any]) -> None:
+    inproc, flower = both_engines
+    assert len(inproc.ledger) == len(flower.ledger) > 0
+    for a, b in zip(inproc.ledger.records, flower.ledger.records, strict=True):
+        # The cost record crossed as JSON with its per-hook dicts intact.
+        assert b.flops_by_hook == a.flops_by_hook == {"train": a.flops, "prepare": 0}
+        assert set(b.seconds_by_hook) == {"train", "prepare"} and b.seconds_by_hook["train"] > 0
+        assert b.client_flops == a.client_flops
+    # The ServerApp runs the same run_round: its phases are measured there too.
+    assert [s.round for s in flower.ledger.server] == [1, 2, 3, 4]
+    for s in flower.ledger.server:
+        assert s.flops_by_phase == {} and s.seconds_by_phase["aggregate"] > 0 and s.eval_seconds > 0
+
+
 def test_cli_runs_a_config_on_flower(tmp_path: Path) -> None:
     cfg = tmp_path / "cfg.toml"
     cfg.write_text(

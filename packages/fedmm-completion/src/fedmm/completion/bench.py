@@ -122,8 +122,8 @@ def compare(
             continue
         if name == "fedmvp":
             tot = history.ledger.totals()
-            out["completion_seconds"] = float(tot["prepare_seconds"])
-            out["completion_flops"] = float(tot["prepare_flops"])
+            out["completion_seconds"] = float(tot["seconds_by_hook/prepare"])
+            out["completion_flops"] = float(tot["flops_by_hook/prepare"])
     for base in ("zero_fill", "masked", "drop", "complete_data"):
         out[f"gain_vs_{base}_pp"] = 100 * (out["accuracy_fedmvp"] - out[f"accuracy_{base}"])
     if copies > 1:

@@ -6,7 +6,7 @@ Hooks:
 * ``prepare`` (client): on a client's first round, complete its missing modalities with the
   completer (e.g. :class:`~fedmm.completion.completion.PoolCompleter`) and cache the completed
   columns in the client's state; later rounds reuse the cache. The work is measured by core's
-  ledger (``prepare_flops``, ``prepare_seconds``).
+  ledger (``flops_by_hook["prepare"]``, ``seconds_by_hook["prepare"]``).
 * ``loss_terms`` (client): MCM and RAM on the model's joint and unimodal embeddings
   (:class:`~fedmm.completion.model.FedMVPModel`).
 * ``aggregate`` (server, owned; ``aggregation="cka"``): each uploaded model embeds the server's

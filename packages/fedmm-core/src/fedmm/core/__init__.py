@@ -19,7 +19,7 @@ from fedmm.core.errors import (
     UpdateError,
 )
 from fedmm.core.federation import Federation, History
-from fedmm.core.ledger import ClientCost, Ledger
+from fedmm.core.ledger import ClientCost, Ledger, ServerCost
 from fedmm.core.protocol import (
     ClientContext,
     ClientResult,
@@ -51,6 +51,7 @@ __all__ = [
     "Ledger",
     "MissingDependencyError",
     "RoundContext",
+    "ServerCost",
     "Strategy",
     "Technique",
     "TrainPlan",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Collection, Iterator, Mapping, Sequence
+from contextlib import contextmanager, nullcontext
 from typing import Any
 
 import numpy as np
@@ -40,11 +41,12 @@ class StepMeter:
 
     The count is a function of shapes only, so one real measurement per signature (batch size,
     labelled count, active encoders, trainable groups) is exact for every step that shares it,
-    and the ledger costs almost nothing on the hot path.
+    and the ledger costs almost nothing on the hot path. Each entry is (step FLOPs, peak bytes,
+    forward FLOPs of the ``loss_terms`` hooks within the step).
     """
 
     def __init__(self) -> None:
-        self.cache: dict[tuple[Any, ...], tuple[int, int]] = {}
+        self.cache: dict[tuple[Any, ...], tuple[int, int, int]] = {}
 
     def __len__(self) -> int:
         return len(self.cache)
@@ -138,18 +140,18 @@ def client_round(
     optimizer = _make_optimizer(params, plan) if params else None
 
     cctx = ClientContext(data.client_id, round_, plan, new_state, modalities, num_classes, gen, model)
-    prepare_hooks = [t for t in techniques if type(t).prepare is not Technique.prepare]
+    prepare_hooks = _overriding(techniques, "prepare")
     if prepare_hooks:
         # Data preparation (e.g. completing missing modalities) is client work too: measured apart.
-        t_prep = time.perf_counter()
-        with measure_step(track_memory=False) as prep:
+        with _charged(cost, "prepare"):
             for t in prepare_hooks:
                 data = t.prepare(cctx, data)
-        cost.prepare_flops = int(prep.flops)
-        cost.prepare_seconds = time.perf_counter() - t_prep
-    loss_hooks = [t for t in techniques if type(t).loss_terms is not Technique.loss_terms]
+    loss_hooks = _overriding(techniques, "loss_terms")
+    terms_seconds = [0.0] if loss_hooks else None
+    terms_flops = 0
     weights = plan.loss_weights
 
+    t_train = time.perf_counter()
     model.train()
     losses: list[float] = []
     steps = 0
@@ -165,34 +167,62 @@ def client_round(
                 sig = (len(batch), n_lab, active, tuple(batch.present.any(0).tolist()), trainable_sig)
                 measured = meter.cache.get(sig)
                 if measured is None:
+                    terms = [0] if loss_hooks else None
                     with measure_step() as m:
                         loss = _train_step(
-                            model, batch, active, labelled, n_lab, loss_hooks, cctx, weights, optimizer
+                            model,
+                            batch,
+                            active,
+                            labelled,
+                            n_lab,
+                            loss_hooks,
+                            cctx,
+                            weights,
+                            optimizer,
+                            terms_seconds,
+                            terms,
                         )
-                    measured = (int(m.flops), int(m.peak_bytes))
+                    measured = (int(m.flops), int(m.peak_bytes), terms[0] if terms else 0)
                     meter.cache[sig] = measured
                 else:
                     loss = _train_step(
-                        model, batch, active, labelled, n_lab, loss_hooks, cctx, weights, optimizer
+                        model,
+                        batch,
+                        active,
+                        labelled,
+                        n_lab,
+                        loss_hooks,
+                        cctx,
+                        weights,
+                        optimizer,
+                        terms_seconds,
                     )
                 if loss is not None:
                     losses.append(loss)
                 cost.flops += measured[0]
+                terms_flops += measured[2]
                 cost.flops_by_combination[combo_key] = (
                     cost.flops_by_combination.get(combo_key, 0) + measured[0]
                 )
                 cost.peak_bytes = max(cost.peak_bytes, measured[1])
                 steps += 1
     model.eval()
+    cost.flops_by_hook["train"] = cost.flops
+    cost.seconds_by_hook["train"] = time.perf_counter() - t_train
+    if terms_seconds is not None:
+        cost.flops_by_hook["loss_terms"] = terms_flops
+        cost.seconds_by_hook["loss_terms"] = terms_seconds[0]
 
     # -- report and upload ----------------------------------------------------------------------
     report: dict[str, Any] = {}
-    for t in techniques:
-        if type(t).report is not Technique.report:
-            for key, value in t.report(cctx, model, data).items():
-                if key in report:
-                    raise ValueError(f"two techniques report the same key {key!r}")
-                report[key] = value
+    report_hooks = _overriding(techniques, "report")
+    if report_hooks:
+        with _charged(cost, "report"):
+            for t in report_hooks:
+                for key, value in t.report(cctx, model, data).items():
+                    if key in report:
+                        raise ValueError(f"two techniques report the same key {key!r}")
+                    report[key] = value
     if plan.upload is not None:
         upload = expand_groups(plan.upload, names)
     else:
@@ -200,8 +230,11 @@ def client_round(
         # had: they got no gradient, and averaging their unchanged copy would dilute the others'.
         held = set(data.modalities)
         upload = tuple(g for g in trainable if not (g.startswith("encoder.") and g.split(".")[1] not in held))
-    for t in techniques:
-        upload = tuple(t.upload(cctx, report, upload))
+    upload_hooks = _overriding(techniques, "upload")
+    if upload_hooks:
+        with _charged(cost, "upload"):
+            for t in upload_hooks:
+                upload = tuple(t.upload(cctx, report, upload))
     update = get_arrays(model, upload)
     for g in expand_groups(plan.keep, names) if plan.keep else ():
         for k, v in get_arrays(model, [g])[g].items():
@@ -228,23 +261,50 @@ def _train_step(
     cctx: ClientContext,
     weights: Mapping[str, float],
     optimizer: torch.optim.Optimizer,
+    terms_seconds: list[float] | None = None,
+    terms_flops: list[int] | None = None,
 ) -> float | None:
+    """One optimiser step. With ``loss_hooks``, their seconds are added to ``terms_seconds[0]``
+    and, when ``terms_flops`` is given (a measured step), their forward FLOPs to ``terms_flops[0]``."""
     outputs = model(batch, active)
     loss: torch.Tensor | None = None
     if n_lab:
         logits = outputs.logits if n_lab == len(batch) else outputs.logits[labelled]
         labels = batch.labels if n_lab == len(batch) else batch.labels[labelled]
         loss = weights.get("ce", 1.0) * F.cross_entropy(logits, labels)
-    for t in loss_hooks:
-        for name, term in t.loss_terms(cctx, batch, outputs).items():
-            term = weights.get(name, 1.0) * term
-            loss = term if loss is None else loss + term
+    if loss_hooks:
+        t0 = time.perf_counter()
+        # Nested in the step's measurement: this counter sees the terms only, the outer one all.
+        with measure_step(track_memory=False) if terms_flops is not None else nullcontext() as m:
+            for t in loss_hooks:
+                for name, term in t.loss_terms(cctx, batch, outputs).items():
+                    term = weights.get(name, 1.0) * term
+                    loss = term if loss is None else loss + term
+        if terms_seconds is not None:
+            terms_seconds[0] += time.perf_counter() - t0
+        if terms_flops is not None and m is not None:
+            terms_flops[0] += int(m.flops)
     if loss is None:
         return None
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
     return float(loss.detach())
+
+
+def _overriding(techniques: Sequence[Technique], hook: str) -> list[Technique]:
+    """The techniques that override client ``hook``: only those run, and are measured."""
+    return [t for t in techniques if getattr(type(t), hook) is not getattr(Technique, hook)]
+
+
+@contextmanager
+def _charged(cost: ClientCost, hook: str) -> Iterator[None]:
+    """Charge the block's torch FLOPs and seconds to ``cost``'s ``hook``."""
+    t0 = time.perf_counter()
+    with measure_step(track_memory=False) as m:
+        yield
+    cost.seconds_by_hook[hook] = cost.seconds_by_hook.get(hook, 0.0) + time.perf_counter() - t0
+    cost.flops_by_hook[hook] = cost.flops_by_hook.get(hook, 0) + int(m.flops)
 
 
 def groups_to_receive(model: nn.Module, plan: TrainPlan, kept: Collection[str]) -> list[str]:

@@ -3,7 +3,7 @@
 >>> fed = Federation(model=models.late_fusion(data.modalities, data.num_classes), data=data,
 ...                  strategy=FedAvg(techniques=[...], clients_per_round=10))
 >>> history = fed.run(rounds=50)   # in-process engine, progress bar
->>> history.ledger.totals()        # measured bytes, FLOPs, peak memory, seconds
+>>> history.ledger.totals()        # measured bytes, FLOPs (client and server), memory, seconds
 """
 
 from __future__ import annotations
@@ -14,7 +14,8 @@ import math
 import os
 import time
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,9 +30,10 @@ from fedmm.core.client import StepMeter, client_round, derive_seed
 from fedmm.core.data.types import FederatedDataset
 from fedmm.core.errors import CheckpointError, ConfigError, FedmmError
 from fedmm.core.evaluate import evaluate
-from fedmm.core.ledger import Ledger
+from fedmm.core.ledger import Ledger, ServerCost
+from fedmm.core.measure import measure_step
 from fedmm.core.models.model import deepest, set_depth
-from fedmm.core.protocol import ClientResult, RoundContext, Strategy, TrainPlan
+from fedmm.core.protocol import ClientResult, RoundContext, Strategy, Technique, TrainPlan
 
 # Runs one round's planned clients: (ctx, {client id: plan}) -> (surviving results, dropped).
 ClientTrainer = Callable[[RoundContext, Mapping[int, TrainPlan]], tuple[list[ClientResult], int]]
@@ -40,6 +42,14 @@ log = logging.getLogger("fedmm")
 
 SELECT_SALT = 1
 CLIENT_SALT = 2
+
+
+def _phase_overridden(strategy: Strategy, phase: str) -> bool:
+    """Whether ``phase`` runs anything but the default: a technique or the strategy overrides it."""
+    if getattr(type(strategy), phase) is not getattr(Strategy, phase):
+        return True
+    base = getattr(Technique, phase)
+    return any(getattr(type(t), phase) is not base for t in strategy.techniques)
 
 
 @dataclass
@@ -162,8 +172,11 @@ class Federation:
     def run_round(self, round_: int) -> dict[str, Any]:
         ctx = self.context(round_)
         t0 = time.perf_counter()
-        selected = self.strategy.select_clients(ctx)
-        plans = {cid: self.strategy.configure(ctx, cid) for cid in selected.tolist()}
+        server = ServerCost(round=round_)
+        with self._phase(server, "select_clients"):
+            selected = self.strategy.select_clients(ctx)
+        with self._phase(server, "configure"):
+            plans = {cid: self.strategy.configure(ctx, cid) for cid in selected.tolist()}
         results, failed = self._train(ctx, plans)
         metrics: dict[str, Any] = {"round": round_, "selected": int(selected.shape[0]), "dropped": failed}
         if plans:
@@ -179,7 +192,8 @@ class Federation:
         else:
             ctx.results = results
             ctx.previous_arrays = self.global_arrays
-            self.global_arrays = self.strategy.aggregate(ctx, results)
+            with self._phase(server, "aggregate"):
+                self.global_arrays = self.strategy.aggregate(ctx, results)
             ctx.global_arrays = self.global_arrays
             for r in results:
                 if r.state:
@@ -192,10 +206,9 @@ class Federation:
             metrics["skipped"] = False
             losses = [r.metrics["train_loss"] for r in results if math.isfinite(r.metrics["train_loss"])]
             metrics["train_loss"] = float(np.mean(losses)) if losses else float("nan")
-        totals = self.history.ledger.round_totals(round_)
-        metrics.update({f"ledger/{k}": v for k, v in totals.items()})
         metrics["train_seconds"] = time.perf_counter() - t0
         if self.eval_every and (round_ % self.eval_every == 0):
+            t_eval = time.perf_counter()
             metrics.update(
                 evaluate(
                     self.model_with(self.global_arrays),
@@ -204,8 +217,29 @@ class Federation:
                     batch_size=self.eval_batch_size,
                 )
             )
-        self.strategy.after_round(ctx, metrics)
+            server.eval_seconds = time.perf_counter() - t_eval
+        with self._phase(server, "after_round"):
+            self.strategy.after_round(ctx, metrics)
+        self.history.ledger.add_server(server)
+        # After after_round, so the round's totals include its work.
+        totals = self.history.ledger.round_totals(round_)
+        metrics.update({f"ledger/{k}": v for k, v in totals.items()})
         return metrics
+
+    @contextmanager
+    def _phase(self, cost: ServerCost, phase: str) -> Iterator[None]:
+        """Charge the block's seconds (and, when the phase is overridden, torch FLOPs) to ``phase``.
+
+        The default phases (uniform sampling, the base plan, numpy FedAvg) run no torch ops: they
+        are only timed, so the FLOP counter costs nothing when no technique overrides them."""
+        t0 = time.perf_counter()
+        if _phase_overridden(self.strategy, phase):
+            with measure_step(track_memory=False) as m:
+                yield
+            cost.flops_by_phase[phase] = int(m.flops)
+        else:
+            yield
+        cost.seconds_by_phase[phase] = time.perf_counter() - t0
 
     # -- the run ---------------------------------------------------------------------------
     def run(
@@ -296,6 +330,7 @@ class Federation:
             "reports": {str(k): v for k, v in self.reports.items()},
             "history": self.history.rounds,
             "ledger": self.history.ledger.to_list(),
+            "ledger_server": self.history.ledger.server_to_list(),
             "seed": self.seed,
             "num_clients": self.data.num_clients,
             "depth": dict(self.depth),
@@ -318,6 +353,8 @@ class Federation:
         self.strategy.load_state_dict(state["strategy"])
         self.client_states = {int(k): dict(v) for k, v in state["clients"].items()}
         self.reports = {int(k): dict(v) for k, v in state["reports"].items()}
-        self.history = History(list(state["history"]), Ledger.from_list(state["ledger"]))
+        # Checkpoints written before server costs were measured have none.
+        ledger = Ledger.from_list(state["ledger"], state.get("ledger_server", []))
+        self.history = History(list(state["history"]), ledger)
         self.depth = {str(k): int(v) for k, v in state.get("depth", {}).items()}
         self.round = round_
