@@ -9,7 +9,8 @@ that function on every seed, so every arm runs on every seed, and returns one JS
   ``seeds`` beside it (booleans become the fraction of seeds where they held);
 * every arm recorded with :meth:`SeedRun.arm` adds its budget read from its ledger —
   ``steps_<arm>``, ``flops_<arm>`` (all the clients' measured work, hooks included),
-  ``rounds_<arm>`` and ``clients_round1_<arm>`` (how many clients trained in the first round) —
+  ``rounds_<arm>`` and ``clients_round1_<arm>`` (how many clients trained in the first round),
+  and beside them the server's work, ``server_flops_<arm>`` / ``server_seconds_<arm>`` —
   and where arms of one comparison differ by more than :data:`BUDGET_TOLERANCE` on a measure the
   method does not claim to save, the record lists them under ``unequal_budget``;
 * the benchmark's ``finish`` then derives its targets from the means (never from a best seed).
@@ -110,6 +111,10 @@ class SeedRun:
         self.budgets[f"rounds_{name}"] = float(len(rounds))
         first = rounds[0] if rounds else {}
         self.budgets[f"clients_round1_{name}"] = float(first.get("selected", 0) - first.get("dropped", 0))
+        # The server's work is reported beside the budget (FedAvg's is near zero by design, so it
+        # is not one of the measures compared for fairness).
+        self.budgets[f"server_flops_{name}"] = float(totals.get("server_flops", 0.0))
+        self.budgets[f"server_seconds_{name}"] = float(totals.get("server_seconds", 0.0))
 
 
 PerSeed = Callable[[SeedRun], Mapping[str, Any]]
