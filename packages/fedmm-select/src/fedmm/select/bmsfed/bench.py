@@ -1,48 +1,125 @@
 """``fedmm bench bmsfed``: BMSFed against random selection on av-digits with modality imbalance.
 
-Setting (Fan et al., BMSFed, ECCV 2024, arXiv 2401.00403, scaled to a CPU): av-digits, 20 clients,
-Dirichlet α = 0.5, 30 % of the clients hold one modality only (``unimodal_fraction=0.3``), concat
-fusion, encoders ``{"image": "mlp", "audio": "conv1d"}`` as in core's FedAvg bench; ``K`` = 5
-clients per round, 5 local epochs of SGD (momentum 0.9) at lr 0.01 and, in keys suffixed
-``_lr0.05``, at lr 0.05. ``image`` is the strong modality, ``audio`` the weak one.
+BMSFed (Fan et al., ECCV 2024, arXiv 2401.00403) claims that balanced modality selection raises
+the weak modality's accuracy without lowering the overall accuracy.
 
-Three runs from the same initial weights and data:
+Protocol (protocol "2", the first under the seed harness):
 
-* ``random``: plain FedAvg, uniform random selection of ``K`` clients;
-* ``bmsfed``: BMSFed (selection + modal-enhancement loss);
-* ``no_me``: BMSFed's selection without the ME loss (ablation, ``me_weight=0``).
+* **Data.** av-digits (fixed data seed), 20 clients, Dirichlet α = 0.5, 30 % of the clients hold
+  one modality only (``unimodal_fraction=0.3``). ``image`` is the strong modality, ``audio`` the
+  weak one.
+* **Model and optimiser.** Concat fusion, encoders ``{"image": "mlp", "audio": "conv1d"}`` (as in
+  core's FedAvg bench); K = 5 clients per round after the first; 5 local epochs of SGD
+  (momentum 0.9, batch 32). Two learning rates, each its own comparison ``group``: lr 0.01
+  (unsuffixed keys, the headline) and lr 0.05 (keys and arm names suffixed ``_lr0.05``).
+* **Arms** (same data, partition, initial weights, rounds, optimiser, local epochs and **the same
+  first round**):
 
-Reported accuracies are the mean over the last ``SMOOTH`` rounds' test evaluations (one
-evaluation is noisy at K = 5 of 20 non-IID clients). Weak-modality accuracy is core's
-``accuracy/<weak>`` (the global model given only the weak modality); ``*_proto_*`` is the
-nearest-class-prototype accuracy of the weak encoder's test embeddings against prototypes of the
-whole training set under the final model (the same measure for every run).
+  - ``random``: uniform random selection of K clients (plain FedAvg after round 1);
+  - ``bmsfed``: BMSFed (χ = 1.2, λ_ME = 0.02): S_M / S_I selection + modal-enhancement loss;
+  - ``no_me``: BMSFed's selection without the ME loss (ablation, ``me_weight=0``), which
+    isolates the loss from the selection.
+
+* **First round (changed in protocol 2).** BMSFed's round 1 trains *every* client and aggregates
+  them (its update vectors, ρ and prototypes need one pass over all clients). Protocol 1 gave
+  the random arm K = 5 clients in round 1, so BMSFed and ``no_me`` started from a model trained
+  on all 20 clients (+15 client-rounds, a better starting point). Now the random arm runs
+  :class:`AllClientsFirstRound`: round 1 trains all 20 clients, aggregated by the same FedAvg;
+  every later round samples K uniformly with the round's own random stream, so rounds 2… draw the
+  same clients as protocol 1's random arm did. The harness checks the budgets
+  (``clients_round1_*``, ``steps_*``, ``flops_*``; ``unequal_budget``). Steps and FLOPs may still
+  differ by which clients are picked (Dirichlet client sizes differ; BMSFed's S_I clients train
+  only the weak path): that is the selection itself, and is reported, not hidden.
+* **Rounds.** quick 60, full 150 (round 1 included); smoke 2 rounds, 8 clients, K = 3, 1 local
+  epoch (only exercises every arm).
+* **Seeds.** quick 0, 1, 2; full 0–4. The seed re-draws the partition, the unimodal clients,
+  client sampling, initial weights and data order.
+* **Metric.** Accuracy = the mean of the last ``SMOOTH`` = 5 rounds' test evaluations (a trailing
+  mean: one evaluation is noisy at K = 5 of 20 non-IID clients). Weak-modality accuracy is core's
+  ``accuracy/audio`` (the global model given audio only); ``weak_modality_proto_accuracy_*`` is the
+  nearest-class-prototype accuracy of the audio encoder's test embeddings against prototypes of
+  the whole training set under the final model (the same measure for every arm).
+* **Target** (on the seed means, per learning rate): BMSFed's weak-modality accuracy ≥ random's
+  + 3 pp and its overall accuracy ≥ random's (``target_met``, ``target_met_lr0.05``).
+
+**Hyper-parameters tuned on the reported seeds — read before quoting a verdict.** χ = 1.2 and
+λ_ME = 0.02 (and the defaults ``unit_updates`` and ``scale_free``) were chosen on the quick bench
+over seeds 0–5, which contain every default seed of this benchmark (quick 0–2, full 0–4). The
+figures on the default seeds are therefore not an unbiased test; a target verdict belongs to seeds
+outside 0–5, e.g. ``fedmm bench bmsfed --quick --seeds 10-14``. The values are kept as they were.
+
+**Headline learning rate chosen after seeing results.** The bench first ran lr 0.05 only, where
+the target was missed; lr 0.01 was then added and made the unsuffixed (headline) keys, where it
+was met (git ``4ae8a35``). Both learning rates are reported; neither is preferred by this
+protocol, and ``target_met_lr0.05`` is the verdict at the rate first chosen. The same commit
+noted an extra check at lr 0.01 on seeds 3–5 (quick, protocol 1): weak +9.5 pp but overall
+−0.7 pp, which misses the overall part of the target.
 """
 
 from __future__ import annotations
 
-import time
-from pathlib import Path
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 
 from fedmm.core.data.registry import federate, load_central
-from fedmm.core.data.types import FederatedDataset, SampleSet
+from fedmm.core.data.types import CentralDataset, FederatedDataset, SampleSet
 from fedmm.core.embeddings import collect_embeddings
+from fedmm.core.errors import ConfigError
+from fedmm.core.experiment import Benchmark, SeedRun
 from fedmm.core.federation import Federation
 from fedmm.core.maths.prototypes import class_prototypes, nearest_prototype_accuracy
 from fedmm.core.models.model import late_fusion
 from fedmm.core.plots import plot_compare
-from fedmm.core.protocol import FedAvg, Technique
+from fedmm.core.protocol import FedAvg, RoundContext, Technique
 from fedmm.select.bmsfed.technique import BMSFed
 
 STRONG, WEAK = "image", "audio"
 SMOOTH = 5
 CLIENTS, K = 20, 5
+UNIMODAL_FRACTION = 0.3
 BMSFED_ARGS: dict[str, Any] = dict(chi=1.2, me_weight=0.02)
 LEARNING_RATES = (0.01, 0.05)
+# A target verdict needs seeds the hyper-parameters were not tuned on (see the docstring).
+TUNING_SEEDS = (0, 1, 2, 3, 4, 5)
+
+
+class AllClientsFirstRound(Technique):
+    """Random selection with BMSFed's first round: round 1 trains every client; each later round
+    samples ``clients_per_round`` clients uniformly (the default sampling, same random stream).
+
+    A benchmark device, so that the random baseline starts from the same kind of first round as
+    BMSFed (whose round 1 trains and aggregates every client).
+    """
+
+    name: ClassVar[str] = "all_clients_first_round"
+    owns: ClassVar[frozenset[str]] = frozenset({"select_clients"})
+
+    def __init__(self, clients_per_round: int) -> None:
+        if clients_per_round < 1:
+            raise ConfigError(f"clients_per_round must be >= 1 (got {clients_per_round})")
+        self.clients_per_round = int(clients_per_round)
+        self._started = False
+
+    def select_clients(self, ctx: RoundContext, candidates: np.ndarray) -> np.ndarray:
+        cands = np.asarray(candidates, dtype=np.int64)
+        if not self._started or self.clients_per_round >= cands.shape[0]:
+            return cands
+        return np.sort(ctx.rng.choice(cands, size=self.clients_per_round, replace=False)).astype(np.int64)
+
+    def after_round(self, ctx: RoundContext, metrics: dict[str, Any]) -> None:
+        self._started = True
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"started": self._started}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self._started = bool(state["started"])
+
+    def config(self) -> dict[str, Any]:
+        return {"clients_per_round": self.clients_per_round}
 
 
 def _embeddings(model: torch.nn.Module, samples: SampleSet, modality: str) -> tuple[np.ndarray, np.ndarray]:
@@ -60,103 +137,146 @@ def _proto_accuracy(model: torch.nn.Module, data: FederatedDataset, modality: st
 
 
 def _train(
+    run: SeedRun,
+    arm: str,
+    group: str,
     data: FederatedDataset,
     techniques: list[Technique],
+    *,
     rounds: int,
-    seed: int,
+    k: int,
     lr: float,
-    curves: list[dict[str, Any]] | None = None,
+    epochs: int,
+    curves: dict[str, list[dict[str, Any]]] | None,
 ) -> dict[str, float]:
-    torch.manual_seed(seed)
+    torch.manual_seed(run.seed)  # the same initial weights for every arm
     model = late_fusion(
         data.modalities, data.num_classes, fusion="concat", encoders={STRONG: "mlp", WEAK: "conv1d"}
     )
     strategy = FedAvg(
-        techniques=techniques, clients_per_round=K, local_epochs=5, batch_size=32, lr=lr, momentum=0.9
+        techniques=techniques, clients_per_round=k, local_epochs=epochs, batch_size=32, lr=lr, momentum=0.9
     )
-    fed = Federation(model, data, strategy, seed=seed, eval_every=1)
+    fed = Federation(model, data, strategy, seed=run.seed, eval_every=1)
     history = fed.run(rounds, progress=False)
+    run.arm(arm, history, group=group)
     if curves is not None:
-        curves.extend(history.rounds)
+        curves[arm] = history.rounds
     last = [r for r in history.rounds if "accuracy" in r][-SMOOTH:]
-    mean = {key: float(np.mean([r[key] for r in last])) for key in ("accuracy", f"accuracy/{WEAK}")}
-    mean[f"accuracy/{STRONG}"] = float(np.mean([r[f"accuracy/{STRONG}"] for r in last]))
-    mean["proto"] = _proto_accuracy(fed.model, data, WEAK)
-    mean["client_rounds"] = float(sum(r["selected"] for r in history.rounds))
-    return mean
+    return {
+        "accuracy": float(np.mean([r["accuracy"] for r in last])),
+        "weak": float(np.mean([r[f"accuracy/{WEAK}"] for r in last])),
+        "strong": float(np.mean([r[f"accuracy/{STRONG}"] for r in last])),
+        "proto": _proto_accuracy(fed.model, data, WEAK),
+        "client_rounds": float(sum(r["selected"] for r in history.rounds)),
+    }
 
 
-def run(
-    quick: bool = False,
-    progress: bool = False,
-    seeds: tuple[int, ...] | None = None,
-    plots_dir: str | None = None,
-) -> dict[str, Any]:
-    """Run the three arms and return the JSON record (``quick``: 60 rounds, seeds 0–2; else 150, 0–4).
-
-    Each seed re-draws the partition, the unimodal clients and the initial weights.
-    """
-    torch.set_num_threads(1)  # small models: one thread per process is fastest on few cores
-    start = time.perf_counter()
-    central = load_central("av-digits", progress=progress)
-    rounds = 60 if quick else 150
-    seeds = seeds if seeds is not None else ((0, 1, 2) if quick else (0, 1, 2, 3, 4))
+def _run_seed(run: SeedRun) -> dict[str, Any]:
+    """The three arms at both learning rates on ``run.seed``."""
+    central: CentralDataset = run.shared
+    rounds = run.pick(smoke=2, quick=60, full=150)
+    clients = 8 if run.smoke else CLIENTS
+    k = 3 if run.smoke else K
+    epochs = 1 if run.smoke else 5
+    data = federate(
+        central,
+        clients=clients,
+        partition="dirichlet",
+        alpha=0.5,
+        unimodal_fraction=UNIMODAL_FRACTION,
+        seed=run.seed,
+    )
     out: dict[str, Any] = {
-        "benchmark": "bmsfed-av-digits",
-        "quick": quick,
         "rounds": rounds,
-        "seeds": list(seeds),
-        "clients": CLIENTS,
-        "clients_per_round": K,
-        "unimodal_fraction": 0.3,
+        "clients": clients,
+        "clients_per_round": k,
+        "unimodal_fraction": UNIMODAL_FRACTION,
         "alpha": 0.5,
         "weak_modality": WEAK,
         "bmsfed_args": dict(BMSFED_ARGS),
+        "tuning_seeds": list(TUNING_SEEDS),
         "smoothed_over_last_rounds": SMOOTH,
         "lr": LEARNING_RATES[0],
     }
-    # Unsuffixed keys: lr 0.01, the closest our round budget trains to the paper's 1e-3; keys
-    # suffixed `_lr0.05`: a faster rate at which local drift is larger (the ME loss hurts there).
     for lr in LEARNING_RATES:
         suffix = "" if lr == LEARNING_RATES[0] else f"_lr{lr}"
-        arms: dict[str, list[dict[str, float]]] = {"bmsfed": [], "random": [], "no_me": []}
-        curves: dict[str, list[dict[str, Any]]] = {}
-        for seed in seeds:
-            data = federate(
-                central, clients=CLIENTS, partition="dirichlet", alpha=0.5, unimodal_fraction=0.3, seed=seed
+        group = f"lr{lr}"
+        curves: dict[str, list[dict[str, Any]]] | None = {} if run.plots_dir is not None else None
+        arms: dict[str, list[Technique]] = {
+            # The baseline first: the harness compares each arm's budget with it.
+            "random": [AllClientsFirstRound(k)],
+            "bmsfed": [BMSFed(clients_per_round=k, **BMSFED_ARGS)],
+            "no_me": [BMSFed(clients_per_round=k, **{**BMSFED_ARGS, "me_weight": 0.0})],
+        }
+        res: dict[str, dict[str, float]] = {}
+        for arm, techniques in arms.items():
+            res[arm] = _train(
+                run,
+                f"{arm}{suffix}",
+                group,
+                data,
+                techniques,
+                rounds=rounds,
+                k=k,
+                lr=lr,
+                epochs=epochs,
+                curves=curves,
             )
-
-            # Curves (plots_dir): accuracy vs round and vs bytes of the first seed's runs.
-            draw = bool(plots_dir) and seed == seeds[0]
-            arms["random"].append(
-                _train(data, [], rounds, seed, lr, curves.setdefault("random", []) if draw else None)
-            )
-            bms: list[Technique] = [BMSFed(clients_per_round=K, **BMSFED_ARGS)]
-            arms["bmsfed"].append(
-                _train(data, bms, rounds, seed, lr, curves.setdefault("bmsfed", []) if draw else None)
-            )
-            no_me: list[Technique] = [BMSFed(clients_per_round=K, **{**BMSFED_ARGS, "me_weight": 0.0})]
-            arms["no_me"].append(
-                _train(data, no_me, rounds, seed, lr, curves.setdefault("no_me", []) if draw else None)
-            )
-        for arm, runs in arms.items():
+        for arm, r in res.items():
             key = f"{arm}{suffix}"
-            out[f"accuracy_{key}"] = float(np.mean([r["accuracy"] for r in runs]))
-            out[f"weak_modality_accuracy_{key}"] = float(np.mean([r[f"accuracy/{WEAK}"] for r in runs]))
-            out[f"strong_modality_accuracy_{key}"] = float(np.mean([r[f"accuracy/{STRONG}"] for r in runs]))
-            out[f"weak_modality_proto_accuracy_{key}"] = float(np.mean([r["proto"] for r in runs]))
-            out[f"client_rounds_{key}"] = float(np.mean([r["client_rounds"] for r in runs]))
-            out[f"per_seed_accuracy_{key}"] = [round(r["accuracy"], 4) for r in runs]
-            out[f"per_seed_weak_modality_accuracy_{key}"] = [round(r[f"accuracy/{WEAK}"], 4) for r in runs]
-        weak_gain = (
-            out[f"weak_modality_accuracy_bmsfed{suffix}"] - out[f"weak_modality_accuracy_random{suffix}"]
-        )
-        acc_gain = out[f"accuracy_bmsfed{suffix}"] - out[f"accuracy_random{suffix}"]
+            out[f"accuracy_{key}"] = r["accuracy"]
+            out[f"weak_modality_accuracy_{key}"] = r["weak"]
+            out[f"strong_modality_accuracy_{key}"] = r["strong"]
+            out[f"weak_modality_proto_accuracy_{key}"] = r["proto"]
+            out[f"client_rounds_{key}"] = r["client_rounds"]
+        weak_gain = res["bmsfed"]["weak"] - res["random"]["weak"]
+        acc_gain = res["bmsfed"]["accuracy"] - res["random"]["accuracy"]
         out[f"weak_gain_vs_random{suffix}"] = weak_gain
         out[f"accuracy_gain_vs_random{suffix}"] = acc_gain
+        # This seed's verdict (``target_met*_per_seed`` once aggregated); ``_finish`` judges the means.
         out[f"target_met{suffix}"] = bool(weak_gain >= 0.03 and acc_gain >= 0.0)
-        if plots_dir:
-            Path(plots_dir).mkdir(parents=True, exist_ok=True)
-            plot_compare(curves, Path(plots_dir) / f"bmsfed_lr{lr}_seed{seeds[0]}.png")
-    out["seconds"] = time.perf_counter() - start
+        if curves is not None and run.plots_dir is not None:
+            plot_compare(curves, run.plots_dir / f"bmsfed_lr{lr}_seed{run.seed}.png")
     return out
+
+
+def _finish(out: dict[str, Any]) -> None:
+    for lr in LEARNING_RATES:
+        suffix = "" if lr == LEARNING_RATES[0] else f"_lr{lr}"
+        weak = out[f"weak_modality_accuracy_bmsfed{suffix}"] - out[f"weak_modality_accuracy_random{suffix}"]
+        acc = out[f"accuracy_bmsfed{suffix}"] - out[f"accuracy_random{suffix}"]
+        out[f"target_met{suffix}"] = bool(weak >= 0.03 and acc >= 0.0)
+    # Seeds the hyper-parameters were tuned on: a verdict over any of them is not a held-out test.
+    out["seeds_in_tuning_set"] = [s for s in out["seeds"] if s in TUNING_SEEDS]
+    out["held_out"] = not out["seeds_in_tuning_set"]
+
+
+BENCHMARK = Benchmark(
+    "bmsfed",
+    _run_seed,
+    setup=lambda run: load_central("av-digits", progress=run.progress),
+    finish=_finish,
+    headline=(
+        "accuracy_random",
+        "accuracy_bmsfed",
+        "accuracy_no_me",
+        "weak_modality_accuracy_random",
+        "weak_modality_accuracy_bmsfed",
+        "weak_modality_accuracy_no_me",
+        "weak_gain_vs_random",
+        "accuracy_gain_vs_random",
+        "target_met",
+        "accuracy_random_lr0.05",
+        "accuracy_bmsfed_lr0.05",
+        "accuracy_no_me_lr0.05",
+        "weak_modality_accuracy_random_lr0.05",
+        "weak_modality_accuracy_bmsfed_lr0.05",
+        "weak_modality_accuracy_no_me_lr0.05",
+        "weak_gain_vs_random_lr0.05",
+        "accuracy_gain_vs_random_lr0.05",
+        "target_met_lr0.05",
+        "held_out",
+    ),
+    protocol="2",
+    draws_plots=True,
+)

@@ -1,0 +1,86 @@
+"""The select benchmarks under the seed harness: registration, and the random baseline's first round."""
+
+from __future__ import annotations
+
+from importlib.metadata import entry_points
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from fedmm.core import datasets, models
+from fedmm.core.data.types import FederatedDataset
+from fedmm.core.errors import ConfigError
+from fedmm.core.experiment import Benchmark, SeedRun
+from fedmm.core.federation import Federation
+from fedmm.core.protocol import FedAvg
+from fedmm.select.bmsfed.bench import AllClientsFirstRound
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> Any:
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("name", ["fedmfs", "bmsfed"])
+def test_select_benchmarks_are_registered_harness_benchmarks(name: str) -> None:
+    (ep,) = [e for e in entry_points(group="fedmm.benchmarks") if e.name == name]
+    bench = ep.load()
+    assert isinstance(bench, Benchmark)
+    assert bench.protocol == "2"
+    assert bench.quick_seeds == (0, 1, 2) and bench.full_seeds == (0, 1, 2, 3, 4)
+    assert bench.headline and bench.draws_plots
+
+
+def _data() -> FederatedDataset:
+    return datasets.load("synthetic", clients=6, partition="iid", num_samples=240, num_classes=3, seed=0)
+
+
+def _run(data: FederatedDataset, techniques: list[Any], rounds: int = 4) -> Federation:
+    torch.manual_seed(0)
+    encoders = {m: "mlp" for m in data.modality_names}
+    model = models.late_fusion(data.modalities, data.num_classes, encoders=encoders, embed_dim=8, hidden=8)
+    strategy = FedAvg(techniques=techniques, clients_per_round=2, local_epochs=1, batch_size=32, lr=0.05)
+    fed = Federation(model, data, strategy, seed=3, eval_every=rounds)
+    fed.run(rounds, progress=False)
+    return fed
+
+
+def test_all_clients_first_round_trains_everyone_once_then_samples_like_fedavg() -> None:
+    data = _data()
+    plain = _run(data, [])
+    first = _run(data, [AllClientsFirstRound(2)])
+    assert [r["selected"] for r in first.history.rounds] == [6, 2, 2, 2]
+    assert [r["selected"] for r in plain.history.rounds] == [2, 2, 2, 2]
+
+    # Rounds 2.. draw the clients plain FedAvg draws (same per-round random stream): only round 1
+    # differs. The ledger records which clients trained in each round.
+    def clients(fed: Federation) -> list[list[int]]:
+        rows: dict[int, list[int]] = {}
+        for c in fed.history.ledger.records:
+            rows.setdefault(c.round, []).append(c.client_id)
+        return [sorted(rows[r]) for r in sorted(rows)]
+
+    assert clients(first)[0] == list(range(6))
+    assert clients(first)[1:] == clients(plain)[1:]
+    # The harness sees the same first round as BMSFed's: every client.
+    run = SeedRun(0, "smoke")
+    run.arm("random", first.history)
+    assert run.budgets["clients_round1_random"] == 6.0
+
+
+def test_all_clients_first_round_state_round_trips_and_rejects_zero() -> None:
+    t = AllClientsFirstRound(3)
+    assert t.state_dict() == {"started": False}
+    t.load_state_dict({"started": True})
+    assert t.state_dict() == {"started": True} and t.config() == {"clients_per_round": 3}
+    with pytest.raises(ConfigError):
+        AllClientsFirstRound(0)
+    cands = np.arange(5, dtype=np.int64)
+    ctx: Any = type("Ctx", (), {"rng": np.random.default_rng(0)})()
+    picked = t.select_clients(ctx, cands)
+    assert picked.shape == (3,) and len(set(picked.tolist())) == 3
