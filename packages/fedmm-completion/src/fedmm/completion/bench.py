@@ -61,6 +61,10 @@ Protocol (protocol "2", the first under the seed harness; version "1" ran one se
 * **Rounds.** av-digits 30 (quick) / 80 (full); hapt 15 / 40; av-digits-hard 30 in both (as it
   was measured in protocol 1); smoke: 1 round on fixed small subsets (240 training / 100 test
   samples; 3 clients on av-digits, hapt's first 3 subjects), extractors pre-trained 2 epochs.
+* **Cost.** About 4–5 minutes per seed for quick on one free core (protocol 1's quick took
+  148 s for the av-digits and hapt arms, its hard setting 72 s a seed; protocol 2 adds three
+  arm runs a setting at most). Measured seed 0: 1 563 s wall on a 2-core machine shared with five
+  other jobs. hapt is half of it (21 clients; FedMVP's CKA embeds the probe with every upload).
 * **Seeds.** quick 0, 1, 2; full 0–4. The run seed draws the public split, the partition, the
   incomplete samples, the public pairs' shares, the extractors' pre-training, initial weights and
   data order; the datasets keep their fixed data seed.
@@ -341,7 +345,7 @@ def _run_seed(run: SeedRun) -> dict[str, Any]:
             copies=HARD_COPIES,
         ),
     }
-    out: dict[str, Any] = {"features": FEATURES}
+    out: dict[str, Any] = {}
     for group, options in settings.items():
         res, curves = compare(
             run,
