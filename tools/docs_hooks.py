@@ -4,6 +4,7 @@
   into the repository rewritten to site pages) followed by that package's measured figures, the
   ``## <dist>`` section of ``docs/benchmarks.md``;
 * ``configuration.md`` from the run-config JSON schema (``fedmm config-schema``);
+* every ``{{ NAME-<mode>.KEY }}`` in prose replaced by that figure (mean ± 95 % CI) of that file;
 * every ``<!-- results: NAME -->`` marker (in ``docs/benchmarks.md``, and so in the package pages)
   replaced by the tables of the committed result files ``docs/results/NAME-<mode>.json``
   (:func:`fedmm.core.experiment.results_table`), superseded protocols' files
@@ -64,6 +65,8 @@ def _schema_page() -> str:
 
 RESULTS = ROOT / "docs" / "results"
 MARKER = re.compile(r"<!-- results: ([a-z0-9-]+) -->")
+# An inline figure in prose: {{ fedmfs-quick.accuracy_drop_pp }} → "−1.67 ± 6.93" (mean ± CI).
+VALUE = re.compile(r"\{\{ *([a-z0-9-]+-(?:smoke|quick|full))\.([A-Za-z0-9_./-]+) *\}\}")
 MODE_ORDER = {"smoke": 0, "quick": 1, "full": 2}
 
 
@@ -105,7 +108,8 @@ def render_results(text: str) -> str:
                 f"**{flag}**, seeds {', '.join(str(s) for s in record.get('seeds', []))}; protocol "
                 f"{record.get('protocol', '?')}; `{meta.get('command', '?')}`; commit "
                 f"`{str(meta.get('git_commit', '?'))[:10]}`, {str(meta.get('date', '?'))[:10]}, "
-                f"{machine.get('cores', '?')} cores, torch {machine.get('torch', '?')}, "
+                f"{machine.get('cores', '?')} cores (load {machine.get('load_average_1m', 'not recorded')}), "
+                f"torch {machine.get('torch', '?')}, "
                 f"{machine.get('device', '?')}; {record.get('seconds', 0):.0f} s "
                 f"(`docs/results/{path.name}`)"
             )
@@ -115,7 +119,19 @@ def render_results(text: str) -> str:
             parts.append(head + "\n\n" + results_table(record))
         return "\n\n".join(parts)
 
-    return MARKER.sub(one, text)
+    def value(match: re.Match[str]) -> str:
+        from fedmm.core.experiment import format_figure
+
+        path = RESULTS / f"{match.group(1)}.json"
+        if not path.exists():
+            raise ValueError(f"docs figure {match.group(0)}: no result file docs/results/{path.name}")
+        record = json.loads(path.read_text())
+        key = match.group(2)
+        if key not in record:
+            raise ValueError(f"docs figure {match.group(0)}: docs/results/{path.name} has no key {key!r}")
+        return format_figure(record, key)
+
+    return VALUE.sub(value, MARKER.sub(one, text))
 
 
 def on_page_markdown(markdown: str, page: Any, config: Any, files: Any) -> str:

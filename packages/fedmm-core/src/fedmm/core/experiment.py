@@ -313,14 +313,21 @@ def paired_timing(
 
 # -- results as data --------------------------------------------------------------------------
 def machine_info() -> dict[str, Any]:
-    """Cores, Python, torch version and the device the run used."""
+    """Cores, the 1-minute load average when the run started, Python, torch version and the
+    device the run used."""
     import torch
 
     device = "cpu"
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         device = torch.cuda.get_device_name()
+    try:
+        # Timings from a loaded machine are not comparable with a quiet one's: say which it was.
+        load = round(os.getloadavg()[0], 2)
+    except OSError:
+        load = None
     return {
         "cores": os.cpu_count(),
+        "load_average_1m": load,
         "python": platform.python_version(),
         "platform": platform.platform(),
         "torch": torch.__version__,
@@ -379,6 +386,12 @@ def _fmt(value: Any) -> str:
     return f"{v:.3f}"
 
 
+def format_figure(record: Mapping[str, Any], key: str) -> str:
+    """``record[key]`` as text: ``mean ± ci95`` where the record has an interval for it."""
+    ci = record.get(f"{key}_ci95")
+    return _fmt(record.get(key)) + (f" ± {_fmt(ci)}" if isinstance(ci, (int, float)) else "")
+
+
 def results_table(record: Mapping[str, Any]) -> str:
     """A Markdown table of a benchmark record's headline keys: mean ± 95 % CI and per-seed
     values, then the arms whose budgets differ (``unequal_budget``), if any."""
@@ -389,9 +402,7 @@ def results_table(record: Mapping[str, Any]) -> str:
         "|---|---|---|",
     ]
     for key in keys:
-        value = record.get(key)
-        ci = record.get(f"{key}_ci95")
-        mean = _fmt(value) + (f" ± {_fmt(ci)}" if isinstance(ci, (int, float)) else "")
+        mean = format_figure(record, key)
         per_seed = record.get(f"{key}_per_seed")
         seeds_text = ", ".join(_fmt(v) for v in per_seed) if isinstance(per_seed, list) else ""
         lines.append(f"| `{key}` | {mean} | {seeds_text} |")
@@ -407,6 +418,7 @@ __all__ = [
     "BUDGET_TOLERANCE",
     "Benchmark",
     "SeedRun",
+    "format_figure",
     "machine_info",
     "paired_timing",
     "provenance",

@@ -65,6 +65,8 @@ def ci95(values: Sequence[float]) -> float | None:
     n = len(values)
     if n < 2 or not all(math.isfinite(float(v)) for v in values):
         return None
+    if all(float(v) == float(values[0]) for v in values):
+        return 0.0  # exactly constant: no rounding noise from the variance sum
     from scipy import stats
 
     mean = sum(float(v) for v in values) / n
