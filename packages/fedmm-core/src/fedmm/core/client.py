@@ -8,6 +8,7 @@ numbers, and a resumed run is bit-identical.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager, nullcontext
@@ -166,25 +167,10 @@ def client_round(
                 n_lab = int(labelled.sum())
                 sig = (len(batch), n_lab, active, tuple(batch.present.any(0).tolist()), trainable_sig)
                 measured = meter.cache.get(sig)
-                if measured is None:
-                    terms = [0] if loss_hooks else None
-                    with measure_step() as m:
-                        loss = _train_step(
-                            model,
-                            batch,
-                            active,
-                            labelled,
-                            n_lab,
-                            loss_hooks,
-                            cctx,
-                            weights,
-                            optimizer,
-                            terms_seconds,
-                            terms,
-                        )
-                    measured = (int(m.flops), int(m.peak_bytes), terms[0] if terms else 0)
-                    meter.cache[sig] = measured
-                else:
+                # A new step signature is measured once (FLOPs, peak memory, the loss terms'
+                # forward FLOPs); every later step with it reuses the figures.
+                terms = [0] if measured is None and loss_hooks else None
+                with measure_step() if measured is None else contextlib.nullcontext() as m:
                     loss = _train_step(
                         model,
                         batch,
@@ -196,7 +182,12 @@ def client_round(
                         weights,
                         optimizer,
                         terms_seconds,
+                        terms,
                     )
+                if measured is None:
+                    assert m is not None
+                    measured = (int(m.flops), int(m.peak_bytes), terms[0] if terms else 0)
+                    meter.cache[sig] = measured
                 if loss is not None:
                     losses.append(loss)
                 cost.flops += measured[0]
