@@ -211,3 +211,80 @@ def test_cli_bench_writes_the_record_with_provenance(
     assert saved["seeds"] == [0, 1] and saved["mode"] == "smoke"
     assert len(saved["seconds_per_round_per_seed"]) == 2
     assert saved["meta"]["command"].startswith("fedmm bench core-scale --smoke")
+
+
+def test_a_stopped_benchmark_resumes_from_its_saved_seeds(tmp_path: Path) -> None:
+    calls: list[int] = []
+    fail_at: set[int] = {2}
+
+    def per_seed(run: SeedRun) -> dict[str, Any]:
+        calls.append(run.seed)
+        if run.seed in fail_at:
+            raise RuntimeError("killed")
+        out = _toy_seed(run)
+        out["nan"] = math.nan  # a diverged figure must aggregate the same after a resume
+        out["pair"] = (1, 2)
+        return out
+
+    bench = Benchmark("toy", per_seed, protocol="7")
+    folder = tmp_path / "toy-quick.seeds"
+    with pytest.raises(RuntimeError, match="killed"):
+        bench(quick=True, seeds="0-3", checkpoint=folder)
+    assert sorted(p.name for p in folder.iterdir()) == ["seed-0.json", "seed-1.json"]
+    saved = json.loads((folder / "seed-0.json").read_text(), parse_constant=lambda c: c)
+    assert saved["benchmark"] == "toy" and saved["protocol"] == "7" and saved["meta"]["git_commit"] != ""
+
+    # Without --resume a folder of earlier seeds is refused, not reused or overwritten.
+    with pytest.raises(ConfigError, match="pass --resume"):
+        bench(quick=True, seeds="0-3", checkpoint=folder)
+    fail_at.clear()
+    calls.clear()
+    out = bench(quick=True, seeds="0-3", checkpoint=folder, resume=True)
+    assert calls == [2, 3]  # only the missing seeds ran
+    assert out["resumed_seeds"] == [0, 1] and set(out["seed_meta"]) == {"0", "1", "2", "3"}
+    fresh = Benchmark("toy", per_seed, protocol="7")(quick=True, seeds="0-3")
+    for key in ("accuracy", "accuracy_per_seed", "accuracy_ci95", "reached", "steps_greedy"):
+        assert out[key] == fresh[key], key
+    assert out["unequal_budget"] == fresh["unequal_budget"]
+    assert out["nan"] is None and out["pair"] == fresh["pair"] == [1, 2]
+
+
+def test_resume_refuses_records_of_another_protocol_mode_or_a_broken_file(tmp_path: Path) -> None:
+    folder = tmp_path / "ck"
+    Benchmark("toy", _toy_seed, protocol="1")(quick=True, seeds="0", checkpoint=folder)
+    with pytest.raises(ConfigError, match="another benchmark, mode or protocol"):
+        Benchmark("toy", _toy_seed, protocol="2")(quick=True, seeds="0", checkpoint=folder, resume=True)
+    with pytest.raises(ConfigError, match="another benchmark, mode or protocol"):
+        Benchmark("toy", _toy_seed, protocol="1")(mode="full", seeds="0", checkpoint=folder, resume=True)
+    (folder / "seed-0.json").write_text("{not json")
+    with pytest.raises(ConfigError, match="not a seed record"):
+        Benchmark("toy", _toy_seed, protocol="1")(quick=True, seeds="0", checkpoint=folder, resume=True)
+    with pytest.raises(ConfigError, match="needs a checkpoint"):
+        Benchmark("toy", _toy_seed)(quick=True, seeds="0", resume=True)
+
+
+def test_cli_bench_resume_keeps_saved_seeds_and_cleans_up(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from fedmm.core.bench.scale import SCALE
+    from fedmm.core.cli import main
+
+    path = tmp_path / "core-scale-smoke.json"
+    first = ["bench", "core-scale", "--smoke", "--seeds", "0", "-q", "-o", str(path)]
+    assert main(first) == 0
+    assert not path.with_suffix(".seeds").exists()  # the whole result is written: no leftovers
+    # A run stopped after seed 0: its record is in the folder; --resume runs seed 1 only.
+    folder = path.with_suffix(".seeds")
+    SCALE(mode="smoke", seeds="0", checkpoint=folder)
+    seed0 = json.loads((folder / "seed-0.json").read_text())["record"]
+    path.unlink()
+    capsys.readouterr()
+    assert main(["bench", "core-scale", "--smoke", "--seeds", "0,1", "-q", "-o", str(path)]) == 2
+    assert "--resume" in capsys.readouterr().err
+    assert main(["bench", "core-scale", "--smoke", "--seeds", "0,1", "-q", "-o", str(path), "--resume"]) == 0
+    out = json.loads(path.read_text())
+    assert out["resumed_seeds"] == [0] and out["seeds"] == [0, 1]
+    assert out["seconds_per_round_per_seed"][0] == seed0["seconds_per_round"]  # taken, not re-run
+    assert not folder.exists()
+    assert main(["bench", "core-scale", "--smoke", "--resume"]) == 2
+    assert "-o FILE" in capsys.readouterr().err

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import shutil
 import sys
 from collections.abc import Sequence
 from importlib.metadata import entry_points
@@ -120,12 +121,27 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     if out_path is not None and out_path.is_dir():
         raise ConfigError(f"-o {out_path}: is a folder; give a file path such as {out_path / args.name}.json")
     mode: Mode = "smoke" if args.smoke else ("quick" if args.quick else "full")
+    # Each finished seed is saved beside the output, so a stopped run resumes (--resume)
+    # instead of starting over; the folder goes once the whole result is written.
+    checkpoint = out_path.with_suffix(".seeds") if out_path is not None else None
+    if args.resume and checkpoint is None:
+        raise ConfigError("--resume continues a run that wrote with -o FILE: give the same -o FILE")
     meta = provenance(["fedmm", *args.argv])
-    result = bench(mode=mode, seeds=args.seeds, progress=not args.quiet, plots_dir=args.plots)
+    result = bench(
+        mode=mode,
+        seeds=args.seeds,
+        progress=not args.quiet,
+        plots_dir=args.plots,
+        checkpoint=checkpoint,
+        resume=args.resume,
+    )
     result = with_provenance(result, meta=meta)
-    if out_path is not None:
+    if out_path is not None and checkpoint is not None:
         out_path.parent.mkdir(parents=True, exist_ok=True)
-        out_path.write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
+        tmp = out_path.with_suffix(out_path.suffix + ".tmp")
+        tmp.write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
+        tmp.replace(out_path)
+        shutil.rmtree(checkpoint, ignore_errors=True)
     print(json.dumps(result, sort_keys=True))
     return 0
 
@@ -213,6 +229,11 @@ def make_parser() -> argparse.ArgumentParser:
         "-o", "--output", help="also write the JSON result (with command, commit, date, machine) to this file"
     )
     p.add_argument("--plots", help="write the benchmark's curve plots to this folder (where it draws any)")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="keep the seeds a stopped run saved beside -o FILE (FILE's name with .seeds) and run the rest",
+    )
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_bench)
 

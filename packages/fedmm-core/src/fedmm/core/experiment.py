@@ -118,6 +118,8 @@ class SeedRun:
 
 
 PerSeed = Callable[[SeedRun], Mapping[str, Any]]
+# One finished seed: its record (figures and budgets) and its arms' groups and claims.
+_SeedResult = tuple[dict[str, Any], dict[str, _ArmInfo]]
 Finish = Callable[[dict[str, Any]], None]
 
 
@@ -150,7 +152,18 @@ class Benchmark:
         mode: Mode | None = None,
         progress: bool = False,
         plots_dir: str | os.PathLike[str] | None = None,
+        checkpoint: str | os.PathLike[str] | None = None,
+        resume: bool = False,
     ) -> dict[str, Any]:
+        """Run every seed and aggregate.
+
+        ``checkpoint``: a folder where each finished seed's record is saved
+        (``seed-N.json``, with the commit, date and machine it ran on), so a run that stops —
+        killed, out of time, a crash in seed 4 — loses at most the seed in progress.
+        ``resume=True`` takes the seeds already saved there (same benchmark, mode and protocol)
+        and runs only the others; without it a folder that already holds seeds is refused
+        rather than silently reused or overwritten.
+        """
         import torch
         from tqdm.auto import tqdm
 
@@ -163,20 +176,33 @@ class Benchmark:
         plots = Path(plots_dir) if plots_dir is not None else None
         if plots is not None:
             plots.mkdir(parents=True, exist_ok=True)
+        store = None
+        if checkpoint is not None:
+            store = _SeedStore(Path(checkpoint), self.name, mode, self.protocol)
+        if resume and store is None:
+            raise ConfigError("resume needs a checkpoint folder (--resume goes with -o FILE)")
+        saved = store.load(chosen, resume=resume) if store is not None else {}
         torch.set_num_threads(1)  # small models: one thread per process is fastest on few cores
         start = time.perf_counter()
-        shared = self.setup(SeedRun(chosen[0], mode, plots, progress)) if self.setup else None
-        records: list[dict[str, Any]] = []
-        arms: dict[str, _ArmInfo] = {}
-        for seed in tqdm(chosen, desc=f"{self.name} seeds", disable=not progress, unit="seed"):
+        todo = [s for s in chosen if s not in saved]
+        shared = self.setup(SeedRun(todo[0], mode, plots, progress)) if self.setup and todo else None
+        done: dict[int, _SeedResult] = dict(saved)
+        for seed in tqdm(todo, desc=f"{self.name} seeds", disable=not progress, unit="seed"):
             run = SeedRun(seed, mode, plots, progress, shared)
             record = dict(self.run_seed(run))
             clash = set(record) & set(run.budgets)
             if clash:
                 raise ValueError(f"{self.name}: per-seed keys {sorted(clash)} clash with arm budgets")
             record.update(run.budgets)
+            done[seed] = (_plain(record), dict(run.arms))
+            if store is not None:
+                store.save(seed, record, run.arms)
+        records: list[dict[str, Any]] = []
+        arms: dict[str, _ArmInfo] = {}
+        for seed in chosen:
+            record, seed_arms = done[seed]
             records.append(record)
-            for name, info in run.arms.items():
+            for name, info in seed_arms.items():
                 if arms.setdefault(name, info) != info:
                     raise ValueError(f"{self.name}: arm {name!r} changed group or claims between seeds")
         out: dict[str, Any] = {
@@ -191,6 +217,10 @@ class Benchmark:
             self.finish(out)
         out["headline"] = [k for k in self.headline if k in out]
         out["seconds"] = time.perf_counter() - start
+        if saved:
+            # Seeds taken from the checkpoint ran earlier, perhaps at another commit: say which.
+            out["resumed_seeds"] = sorted(saved)
+            out["seed_meta"] = {str(s): store.meta(s) for s in chosen} if store is not None else {}
         return _json_safe(out)
 
     def default_seeds(self, mode: Mode) -> tuple[int, ...]:
@@ -199,6 +229,90 @@ class Benchmark:
         if mode == "smoke":
             return self.quick_seeds[:2]
         return self.quick_seeds
+
+
+class _SeedStore:
+    """One folder of per-seed records of one benchmark run (``seed-N.json``)."""
+
+    def __init__(self, folder: Path, name: str, mode: str, protocol: str) -> None:
+        if folder.exists() and not folder.is_dir():
+            raise ConfigError(f"checkpoint {folder}: is a file; give a folder (or delete the file)")
+        self.folder, self.name, self.mode, self.protocol = folder, name, mode, protocol
+        self._meta: dict[int, dict[str, Any]] = {}
+
+    def path(self, seed: int) -> Path:
+        return self.folder / f"seed-{seed}.json"
+
+    def load(self, seeds: Sequence[int], *, resume: bool) -> dict[int, _SeedResult]:
+        import json
+
+        found = sorted(self.folder.glob("seed-*.json")) if self.folder.is_dir() else []
+        if found and not resume:
+            raise ConfigError(
+                f"checkpoint {self.folder} already holds {len(found)} seed record(s) of an earlier run; "
+                "pass --resume to keep them and run only the missing seeds, or move the folder away"
+            )
+        out: dict[int, _SeedResult] = {}
+        for seed in seeds:
+            path = self.path(seed)
+            if not path.exists():
+                continue
+            try:
+                data = json.loads(path.read_text())
+                record, arms, meta = data["record"], data["arms"], data["meta"]
+                want = {"benchmark": self.name, "mode": self.mode, "protocol": self.protocol, "seed": seed}
+                got = {k: data.get(k) for k in want}
+            except (OSError, ValueError, KeyError, TypeError) as exc:
+                raise ConfigError(
+                    f"checkpoint {path}: not a seed record fedmm wrote ({exc}); "
+                    "move it away and re-run that seed"
+                ) from None
+            if got != want:
+                raise ConfigError(
+                    f"checkpoint {path}: holds {got}, this run is {want}; "
+                    "a record of another benchmark, mode or protocol cannot be merged — move the folder away"
+                )
+            out[seed] = (
+                dict(record),
+                {n: _ArmInfo(str(a["group"]), frozenset(a["claims"])) for n, a in arms.items()},
+            )
+            self._meta[seed] = dict(meta)
+        return out
+
+    def save(self, seed: int, record: Mapping[str, Any], arms: Mapping[str, _ArmInfo]) -> None:
+        import json
+
+        meta = provenance()
+        meta.pop("command", None)
+        self._meta[seed] = meta
+        data = {
+            "benchmark": self.name,
+            "mode": self.mode,
+            "protocol": self.protocol,
+            "seed": seed,
+            # NaN stays NaN here (json's extension), so a resumed seed aggregates like a fresh one.
+            "record": _plain(record),
+            "arms": {n: {"group": a.group, "claims": sorted(a.claims)} for n, a in arms.items()},
+            "meta": meta,
+        }
+        self.folder.mkdir(parents=True, exist_ok=True)
+        tmp = self.path(seed).with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
+        tmp.replace(self.path(seed))  # atomic: a kill mid-write leaves the old file or none
+
+    def meta(self, seed: int) -> dict[str, Any]:
+        return self._meta.get(seed, {})
+
+
+def _plain(value: Any) -> Any:
+    """numpy scalars → Python numbers, tuples → lists, recursively (NaN kept)."""
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if hasattr(value, "item") and callable(value.item) and getattr(value, "ndim", 1) == 0:
+        return value.item()
+    return value
 
 
 def unequal_budgets(record: Mapping[str, Any], arms: Mapping[str, _ArmInfo]) -> list[dict[str, Any]]:
