@@ -9,14 +9,18 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import shlex
 import shutil
 import sys
 from collections.abc import Sequence
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fedmm.core.errors import ConfigError, FedmmError
+
+if TYPE_CHECKING:
+    from fedmm.core.runner import RunInterrupted
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -37,7 +41,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
         cfg = cfg.model_copy(update={"run": cfg.run.model_copy(update=updates)})
     run_dir = Path(args.run_dir) if args.run_dir else None
     if seeds is not None:
-        run_dir, summary = run_config_seeds(cfg, seeds, run_dir, resume=args.resume, progress=not args.quiet)
+        run_dir, summary = run_config_seeds(
+            cfg, seeds, run_dir, resume=args.resume, overwrite=args.overwrite, progress=not args.quiet
+        )
         acc = summary["final"].get("accuracy")
         for seed, value in zip(acc["seeds"] if acc else [], acc["per_seed"] if acc else [], strict=True):
             print(f"seed {seed}: final test accuracy {value:.4f}")
@@ -51,13 +57,44 @@ def _cmd_run(args: argparse.Namespace) -> int:
             )
             print(f"final test accuracy: {acc['mean']:.4f}{ci} ({what})")
         return 0
-    run_dir, history = run_config(cfg, run_dir, resume=args.resume, progress=not args.quiet)
+    run_dir, history = run_config(
+        cfg, run_dir, resume=args.resume, overwrite=args.overwrite, progress=not args.quiet
+    )
     last = history.rounds[-1] if history.rounds else {}
     acc1 = last.get("accuracy")
     print(f"run folder: {run_dir}")
     if acc1 is not None:
         print(f"final test accuracy: {acc1:.4f}")
     return 0
+
+
+def _interrupted_run(args: argparse.Namespace, stop: RunInterrupted) -> str:
+    """What Ctrl-C of ``fedmm run`` says: the exact command that continues the run, or that none can."""
+    where = f" in round {stop.round}" if stop.round else ""
+    if stop.seed is not None:
+        where += f" of seed {stop.seed}" if where else f" in seed {stop.seed}"
+    if not stop.kept:
+        return f"fedmm: interrupted{where}; no checkpoint was written and no run folder was kept"
+    if stop.checkpoint is None and stop.seed is None:
+        return (
+            f"fedmm: interrupted{where} before any checkpoint was written, so {stop.run_dir} cannot be "
+            "resumed ([run].checkpoint_every sets how often one is written); run it again with --overwrite"
+        )
+    command = ["fedmm", "run", args.config, "--run-dir", str(stop.run_dir), "--resume"]
+    if args.seeds is not None:
+        command += ["--seeds", args.seeds]
+    for item in args.set or ():
+        command += ["--set", item]
+    if args.rounds is not None:
+        command += ["--rounds", str(args.rounds)]
+    if args.engine is not None:
+        command += ["--engine", args.engine]
+    if stop.checkpoint is None:
+        state = f"seed {stop.seed} had no checkpoint yet and starts again; the finished seeds are kept"
+    else:
+        state = f"the last checkpoint is of round {int(stop.checkpoint.name.removeprefix('round-'))}"
+        state += f" ({stop.checkpoint})"
+    return f"fedmm: interrupted{where}; {state}. Continue with:\n  {shlex.join(command)}"
 
 
 def _mean_ci(value: float | None, half: float | None) -> str:
@@ -195,7 +232,17 @@ def make_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="run a TOML config into a run folder")
     p.add_argument("config", help="path to a run config (.toml)")
     p.add_argument("--run-dir", help="run folder (default: a new one under [run].output_dir)")
-    p.add_argument("--resume", action="store_true", help="continue the run in --run-dir from its checkpoint")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run in --run-dir from its newest valid checkpoint",
+    )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the run in --run-dir (its files are removed first); without it, or --resume, "
+        "an existing run folder is refused",
+    )
     p.add_argument("--rounds", type=int, help="override [run].rounds")
     p.add_argument("--engine", choices=["inprocess", "flower"], help="override [run].engine")
     p.add_argument(
@@ -274,10 +321,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     except FedmmError as exc:
         print(f"fedmm: error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(
-            "fedmm: interrupted (a run can continue with --resume from its last checkpoint)", file=sys.stderr
-        )
+    except KeyboardInterrupt as exc:
+        from fedmm.core.runner import RunInterrupted
+
+        if isinstance(exc, RunInterrupted):
+            print(_interrupted_run(args, exc), file=sys.stderr)
+        elif args.command == "bench":
+            print(
+                "fedmm: interrupted (a benchmark run with -o FILE continues with --resume)", file=sys.stderr
+            )
+        else:
+            print("fedmm: interrupted", file=sys.stderr)
         return 130
 
 

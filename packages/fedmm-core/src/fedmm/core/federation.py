@@ -271,8 +271,11 @@ class Federation:
         if resume:
             if checkpoint_dir is None:
                 raise ConfigError("resume=True needs checkpoint_dir")
-            if ckpt.latest(checkpoint_dir) is not None:
-                self.load_checkpoint(checkpoint_dir)
+            # The newest valid checkpoint, never a silent start from round 0: with none, this raises.
+            found = ckpt.newest_valid(checkpoint_dir)
+            for problem in found.skipped:
+                log.warning("skipped checkpoint: %s", problem)
+            self.load_checkpoint(found.path)
 
         def loop(train: ClientTrainer | None = trainer) -> History:
             return self._loop(rounds, progress, checkpoint_dir, checkpoint_every, on_round, train)
@@ -349,12 +352,19 @@ class Federation:
             )
         if set(arrays) != set(self.global_arrays):
             raise CheckpointError(f"{path}: checkpoint groups {sorted(arrays)} differ from the model's")
-        self.global_arrays = {g: {k: arrays[g][k] for k in keys} for g, keys in self.groups.items()}
-        self.strategy.load_state_dict(state["strategy"])
-        self.client_states = {int(k): dict(v) for k, v in state["clients"].items()}
-        self.reports = {int(k): dict(v) for k, v in state["reports"].items()}
-        # Checkpoints written before server costs were measured have none.
-        ledger = Ledger.from_list(state["ledger"], state.get("ledger_server", []))
-        self.history = History(list(state["history"]), ledger)
-        self.depth = {str(k): int(v) for k, v in state.get("depth", {}).items()}
-        self.round = round_
+        try:
+            global_arrays = {g: {k: arrays[g][k] for k in keys} for g, keys in self.groups.items()}
+            client_states = {int(k): dict(v) for k, v in state["clients"].items()}
+            reports = {int(k): dict(v) for k, v in state["reports"].items()}
+            # Checkpoints written before server costs were measured have none.
+            ledger = Ledger.from_list(state["ledger"], state.get("ledger_server", []))
+            history = History(list(state["history"]), ledger)
+            depth = {str(k): int(v) for k, v in state.get("depth", {}).items()}
+            strategy_state = state["strategy"]
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise CheckpointError(
+                f"{path}: the checkpoint's state is not a fedmm run's ({type(exc).__name__}: {exc})"
+            ) from None
+        self.strategy.load_state_dict(strategy_state)
+        self.global_arrays, self.client_states, self.reports = global_arrays, client_states, reports
+        self.history, self.depth, self.round = history, depth, round_

@@ -8,14 +8,21 @@ accuracy, loss, per-modality accuracy, ledger totals), ``summary.json``, PNG plo
 A multi-seed run folder (:func:`run_config_seeds`, ``fedmm run --seeds 0-4``) holds one such run
 folder per seed, ``seed-N/``, an aggregate ``summary.json`` (mean, 95 % CI, per-seed values) and
 ``accuracy.png`` (the mean curve with its 95 % band). :func:`compare_runs` reads both kinds.
+
+An existing run folder is never written over: ``resume=True`` continues it from its newest valid
+checkpoint, ``overwrite=True`` removes its files first, and anything else is refused. A run that
+fails before its first round is done leaves no folder behind.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
 import re
+import shutil
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -25,10 +32,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from fedmm.core import checkpoint as ckpt
 from fedmm.core.config import RunConfig, build_technique
 from fedmm.core.data.registry import load as load_dataset
 from fedmm.core.data.types import FederatedDataset
-from fedmm.core.errors import ConfigError
+from fedmm.core.errors import CheckpointError, ConfigError
 from fedmm.core.federation import ClientTrainer, Federation, History
 from fedmm.core.measure import peak_rss_bytes
 from fedmm.core.models.model import late_fusion
@@ -105,12 +113,123 @@ def build_federation(cfg: RunConfig, data: FederatedDataset | None = None) -> Fe
 
 
 def new_run_dir(cfg: RunConfig) -> Path:
+    """Create and return a new, empty ``<output_dir>/<name>-<timestamp>`` folder (``-1``, ``-2``
+    ... added when taken: created here, so two runs started in the same second differ)."""
     stamp = time.strftime("%Y%m%d-%H%M%S")
     base = Path(cfg.run.output_dir) / f"{cfg.run.name}-{stamp}"
+    base.parent.mkdir(parents=True, exist_ok=True)
     path, i = base, 1
-    while path.exists():
-        path, i = Path(f"{base}-{i}"), i + 1
-    return path
+    while True:
+        try:
+            path.mkdir()
+            return path
+        except FileExistsError:
+            path, i = Path(f"{base}-{i}"), i + 1
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """Ctrl-C during :func:`run_config` or :func:`run_config_seeds`, with where the run stands so
+    that the command line can say exactly how to continue it."""
+
+    def __init__(
+        self, run_dir: Path, round_: int, checkpoint: Path | None, kept: bool, seed: int | None = None
+    ) -> None:
+        super().__init__(f"interrupted: {run_dir}")
+        self.run_dir = run_dir
+        self.round = round_  # the round under way (0: none had started)
+        self.checkpoint = checkpoint  # the newest checkpoint in the folder; None when none was written
+        self.kept = kept  # False when the folder was removed (nothing had been trained)
+        self.seed = seed  # the seed under way, for a multi-seed run
+
+
+_BOTH = (
+    "--resume and --overwrite exclude each other: --resume continues the run folder, --overwrite replaces it"
+)
+_RESUME_NEEDS_DIR = (
+    "resume=True needs the run folder to continue: pass run_dir (fedmm run --resume --run-dir DIR)"
+)
+
+
+def _is_run_folder(path: Path) -> bool:
+    names = ("config.json", "metrics.jsonl", "summary.json", "checkpoint")
+    return any((path / n).exists() for n in names) or any(
+        _SEED_DIR.fullmatch(child.name) for child in path.iterdir()
+    )
+
+
+def _remove_contents(path: Path) -> None:
+    for child in path.iterdir():
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child)
+        else:
+            child.unlink()
+
+
+def _claim(run_dir: Path, overwrite: bool, resume_hint: str = "") -> None:
+    """Refuse to write into a folder holding anything, except a run folder with ``overwrite``,
+    whose files are removed now."""
+    if run_dir.exists() and not run_dir.is_dir():
+        raise ConfigError(f"{run_dir} is a file, not a run folder; give another --run-dir")
+    if not run_dir.is_dir() or not any(run_dir.iterdir()):
+        return
+    if not _is_run_folder(run_dir):
+        raise ConfigError(
+            f"{run_dir} is not empty and is not a fedmm run folder; give a new or empty --run-dir"
+        )
+    if not overwrite:
+        raise ConfigError(
+            f"{run_dir} already holds a run; continue it with --resume{resume_hint}, "
+            "replace it with --overwrite, or give another --run-dir"
+        )
+    _remove_contents(run_dir)
+
+
+def _resumable(cfg: RunConfig, run_dir: Path) -> ckpt.Resumable:
+    """The checkpoint ``run_dir`` resumes from, after checking the folder and its config; says
+    on stderr which round it is and which newer checkpoints were skipped."""
+    if not run_dir.is_dir():
+        raise ConfigError(f"--resume: {run_dir} does not exist")
+    if not (run_dir / "checkpoint").is_dir():
+        if seed_dirs(run_dir):
+            raise ConfigError(
+                f"--resume: {run_dir} is a multi-seed run folder; resume it with --seeds (the same seeds)"
+            )
+        raise ConfigError(
+            f"--resume: {run_dir} has no checkpoint/ to resume from (the run stopped before its first "
+            "checkpoint); run it again with --overwrite"
+        )
+    cfg_path = run_dir / "config.json"
+    if cfg_path.exists():
+        try:
+            saved = json.loads(cfg_path.read_bytes().decode("utf-8"))
+        except (OSError, ValueError) as exc:
+            raise ConfigError(
+                f"--resume: {cfg_path} is not valid JSON ({exc}); it records the config the run was "
+                "started with: restore it, or start the run again with --overwrite"
+            ) from None
+        if not isinstance(saved, dict) or not isinstance(saved.get("run"), dict):
+            raise ConfigError(
+                f"--resume: {cfg_path} is not a fedmm run config (no [run] table); restore it, or "
+                "start the run again with --overwrite"
+            )
+        now = cfg.model_dump(mode="json")
+        # A resumed run may be extended, and trackers do not change the results.
+        for key in ("rounds", "trackers"):
+            saved["run"].pop(key, None)
+            now["run"].pop(key, None)
+        if saved != now:
+            raise ConfigError(
+                f"--resume: the config differs from the one {run_dir} was started with "
+                "(only [run].rounds and [run].trackers may change); start a new run folder instead"
+            )
+    try:
+        found = ckpt.newest_valid(run_dir / "checkpoint")
+    except CheckpointError as exc:
+        raise CheckpointError(f"--resume: {exc}; start the run again with --overwrite") from None
+    for problem in found.skipped:
+        print(f"skipped: {problem}", file=sys.stderr)
+    print(f"resuming {run_dir} from round {found.round} ({found.path.relative_to(run_dir)})", file=sys.stderr)
+    return found
 
 
 def _clean(value: Any) -> Any:
@@ -150,11 +269,17 @@ def run_config(
     run_dir: Path | None = None,
     *,
     resume: bool = False,
+    overwrite: bool = False,
     progress: bool = True,
     make_trainer: Callable[[Federation], ClientTrainer] | None = None,
     label: str | None = None,
 ) -> tuple[Path, History]:
     """Run ``cfg`` into ``run_dir`` (a new folder under ``[run].output_dir`` by default).
+
+    A ``run_dir`` that holds anything is refused unless ``resume`` (continue it from its newest
+    valid checkpoint) or ``overwrite`` (remove its files first; only a run folder's) is given.
+    A run that fails before round 1 is done removes what it wrote (never a resumed folder).
+    Ctrl-C is re-raised as :class:`RunInterrupted`.
 
     ``make_trainer(fed)`` replaces how each round's clients are run (a Flower deployment
     ServerApp passes its message exchange); otherwise ``[run].engine`` picks the engine.
@@ -163,60 +288,73 @@ def run_config(
     from fedmm.core.trackers import Trackers, require, round_metrics
 
     require(cfg.run.trackers)  # a missing extra fails before any folder or training
-    run_dir = Path(run_dir) if run_dir is not None else new_run_dir(cfg)
-    if resume and not (run_dir / "checkpoint").exists():
-        if seed_dirs(run_dir):
-            raise ConfigError(
-                f"--resume: {run_dir} is a multi-seed run folder; resume it with --seeds (the same seeds)"
-            )
-        raise ConfigError(f"--resume: {run_dir} has no checkpoint/ to resume from")
+    if resume and overwrite:
+        raise ConfigError(_BOTH)
+    if resume and run_dir is None:
+        raise ConfigError(_RESUME_NEEDS_DIR)
+    found: ckpt.Resumable | None = None
+    if run_dir is None:
+        run_dir, created = new_run_dir(cfg), True
+    else:
+        run_dir = Path(run_dir)
+        created = not run_dir.exists()
+        if resume:
+            found = _resumable(cfg, run_dir)
+        else:
+            _claim(run_dir, overwrite)
     run_dir.mkdir(parents=True, exist_ok=True)
-    cfg_path = run_dir / "config.json"
-    if resume and cfg_path.exists():
-        saved = json.loads(cfg_path.read_text())
-        now = cfg.model_dump(mode="json")
-        # A resumed run may be extended, and trackers do not change the results.
-        for key in ("rounds", "trackers"):
-            saved["run"].pop(key, None)
-            now["run"].pop(key, None)
-        if saved != now:
-            raise ConfigError(
-                f"--resume: the config differs from the one {run_dir} was started with "
-                "(only [run].rounds and [run].trackers may change); start a new run folder instead"
+    fed: Federation | None = None
+    try:
+        cfg_path = run_dir / "config.json"
+        cfg_path.with_name("config.json.tmp").write_text(json.dumps(cfg.model_dump(mode="json"), indent=2))
+        os.replace(cfg_path.with_name("config.json.tmp"), cfg_path)
+        data = build_dataset(cfg)
+        fed = build_federation(cfg, data)
+        if found is not None:
+            fed.load_checkpoint(found.path)
+        trainer = make_trainer(fed) if make_trainer is not None else None
+        metrics_path = run_dir / "metrics.jsonl"
+
+        start = time.perf_counter()
+        with Trackers(
+            cfg.run.trackers, run_dir, experiment=cfg.run.name, run_name=label or run_dir.name, resume=resume
+        ) as trackers:
+            trackers.log_config(cfg.model_dump(mode="json"))
+
+            def on_round(row: dict[str, Any], fed: Federation = fed) -> None:
+                write_jsonl(metrics_path, fed.history.rounds)
+                trackers.log_round(int(row["round"]), round_metrics(row))
+
+            history = fed.run(
+                cfg.run.rounds,
+                progress=progress,
+                checkpoint_dir=run_dir / "checkpoint",
+                checkpoint_every=cfg.run.checkpoint_every or cfg.run.rounds,
+                on_round=on_round,
+                engine="inprocess" if trainer is not None else cfg.run.engine,
+                flower=cfg.flower.model_dump() if trainer is None and cfg.run.engine == "flower" else None,
+                trainer=trainer,
             )
-    cfg_path.write_text(json.dumps(cfg.model_dump(mode="json"), indent=2))
-    data = build_dataset(cfg)
-    fed = build_federation(cfg, data)
-    trainer = make_trainer(fed) if make_trainer is not None else None
-    metrics_path = run_dir / "metrics.jsonl"
+        write_jsonl(metrics_path, history.rounds)
+        summary = summarize(history, cfg, data, time.perf_counter() - start)
+        (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+        from fedmm.core.plots import plot_run
 
-    start = time.perf_counter()
-    with Trackers(
-        cfg.run.trackers, run_dir, experiment=cfg.run.name, run_name=label or run_dir.name, resume=resume
-    ) as trackers:
-        trackers.log_config(cfg.model_dump(mode="json"))
-
-        def on_round(row: dict[str, Any]) -> None:
-            write_jsonl(metrics_path, fed.history.rounds)
-            trackers.log_round(int(row["round"]), round_metrics(row))
-
-        history = fed.run(
-            cfg.run.rounds,
-            progress=progress,
-            checkpoint_dir=run_dir / "checkpoint",
-            checkpoint_every=cfg.run.checkpoint_every or cfg.run.rounds,
-            resume=resume,
-            on_round=on_round,
-            engine="inprocess" if trainer is not None else cfg.run.engine,
-            flower=cfg.flower.model_dump() if trainer is None and cfg.run.engine == "flower" else None,
-            trainer=trainer,
-        )
-    write_jsonl(metrics_path, history.rounds)
-    summary = summarize(history, cfg, data, time.perf_counter() - start)
-    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
-    from fedmm.core.plots import plot_run
-
-    plot_run(history.rounds, run_dir, title=cfg.run.name)
+        plot_run(history.rounds, run_dir, title=cfg.run.name)
+    except BaseException as exc:
+        kept = True
+        if found is None and (fed is None or not fed.history.rounds):
+            # Nothing was trained: leave no folder behind (it was new, empty or overwritten).
+            if created:
+                shutil.rmtree(run_dir, ignore_errors=True)
+            else:
+                with contextlib.suppress(OSError):
+                    _remove_contents(run_dir)
+            kept = False
+        if isinstance(exc, KeyboardInterrupt) and not isinstance(exc, RunInterrupted):
+            latest = ckpt.latest(run_dir / "checkpoint") if kept else None
+            raise RunInterrupted(run_dir, fed.round if fed is not None else 0, latest, kept) from exc
+        raise
     return run_dir, history
 
 
@@ -319,6 +457,7 @@ def run_config_seeds(
     run_dir: Path | None = None,
     *,
     resume: bool = False,
+    overwrite: bool = False,
     progress: bool = True,
 ) -> tuple[Path, dict[str, Any]]:
     """Run ``cfg`` once per seed into ``run_dir/seed-N/``; write and return the aggregate summary.
@@ -332,6 +471,7 @@ def run_config_seeds(
     ``seeds`` is ``"0-4"``, ``"0,2,7"`` or a sequence of ints (see
     :func:`fedmm.core.stats.parse_seeds`). With ``resume``, each seed folder continues from its
     checkpoint, and a seed not begun yet (or stopped before its first checkpoint) starts anew.
+    Without it an existing ``run_dir`` is refused, unless ``overwrite`` removes its files first.
     ``summary.json`` covers the seeds given.
     """
     from fedmm.core.plots import plot_compare
@@ -339,20 +479,49 @@ def run_config_seeds(
 
     seeds = parse_seeds(seeds)
     require(cfg.run.trackers)
-    run_dir = Path(run_dir) if run_dir is not None else new_run_dir(cfg)
-    if resume and not run_dir.is_dir():
-        raise ConfigError(f"--resume: {run_dir} does not exist")
-    if (run_dir / "metrics.jsonl").exists():
-        raise ConfigError(
-            f"{run_dir} is a single-seed run folder; give --seeds a new run folder "
-            "(or resume this one without --seeds)"
-        )
+    if resume and overwrite:
+        raise ConfigError(_BOTH)
+    if resume and run_dir is None:
+        raise ConfigError(_RESUME_NEEDS_DIR)
+    if run_dir is None:
+        run_dir, created = new_run_dir(cfg), True
+    else:
+        run_dir = Path(run_dir)
+        created = not run_dir.exists()
+        if resume and not run_dir.is_dir():
+            raise ConfigError(f"--resume: {run_dir} does not exist")
+        if (run_dir / "metrics.jsonl").exists():
+            raise ConfigError(
+                f"{run_dir} is a single-seed run folder; give --seeds a new run folder "
+                "(or resume this one without --seeds)"
+            )
+        if not resume:
+            _claim(run_dir, overwrite, resume_hint=" (and the same --seeds)")
     runs: dict[int, tuple[list[dict[str, Any]], dict[str, Any]]] = {}
     for seed in seeds:
         seed_cfg = cfg.model_copy(update={"run": cfg.run.model_copy(update={"seed": seed})})
         seed_dir = run_dir / f"seed-{seed}"
         again = resume and (seed_dir / "checkpoint").exists()
-        run_config(seed_cfg, seed_dir, resume=again, progress=progress, label=f"{run_dir.name}/seed-{seed}")
+        anew = resume and not again and seed_dir.exists()
+        if anew:
+            print(f"{seed_dir} has no checkpoint; starting it anew", file=sys.stderr)
+        try:
+            run_config(
+                seed_cfg,
+                seed_dir,
+                resume=again,
+                overwrite=anew,
+                progress=progress,
+                label=f"{run_dir.name}/seed-{seed}",
+            )
+        except BaseException as exc:
+            if created:  # a new multi-seed folder goes when no seed folder is left in it
+                with contextlib.suppress(OSError):
+                    run_dir.rmdir()
+            if isinstance(exc, RunInterrupted):
+                kept = run_dir.exists()
+                raise RunInterrupted(run_dir, exc.round, exc.checkpoint, kept, seed=seed) from exc
+            raise
         runs[seed] = read_run(seed_dir)
     summary = summarize_seed_runs(cfg.run.name, runs)
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
