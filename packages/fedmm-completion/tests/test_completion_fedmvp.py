@@ -145,3 +145,16 @@ def test_dtype_and_device_moves_reach_the_frozen_extractors(data: FederatedDatas
     model = _model(data).double()
     assert all(p.dtype == torch.float64 for e in model.frozen.values() for p in e.parameters())
     assert all(p.dtype == torch.float64 for p in model.parameters())
+
+
+def test_pre_training_is_announced_unless_quiet(
+    data: FederatedDataset, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Pre-training the extractors is the silent part of building FedMVP's model (issue 15).
+    with caplog.at_level("INFO", logger="fedmm"):
+        FedMVP(extractor_epochs=1, dim=16, progress=True).create_model(data, {})
+        loud = [r.getMessage() for r in caplog.records]
+        caplog.clear()
+        FedMVP(extractor_epochs=1, dim=16, progress=False).create_model(data, {})
+    assert loud == ["FedMVP: pre-training the frozen extractors (a, b) on the 60 public samples, 1 epoch(s)…"]
+    assert caplog.records == []

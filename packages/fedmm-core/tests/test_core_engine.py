@@ -122,13 +122,19 @@ def test_wrong_shape_update_is_dropped(
     assert history.rounds[0]["dropped"] == 1
 
 
-def test_too_few_survivors_skip_the_round(small_data: FederatedDataset, small_model: MultimodalModel) -> None:
+def test_too_few_survivors_skip_the_round(
+    small_data: FederatedDataset, small_model: MultimodalModel, caplog: pytest.LogCaptureFixture
+) -> None:
     fed = Federation(small_model, small_data, FedAvg([Faulty("raise", range(6))], min_clients=2), seed=0)
     before = _weights(fed)
-    with pytest.warns(RuntimeWarning, match="skipped"):
+    with caplog.at_level("WARNING", logger="fedmm"):
         history = fed.run(1, progress=False)
     assert history.rounds[0]["skipped"] is True
     assert _same(before, _weights(fed))
+    assert [r.getMessage() for r in caplog.records] == [
+        "round 1 skipped: 0 of 6 clients survived, fewer than min_clients=2; "
+        "dropped: 6 × RuntimeError: disk on fire"
+    ]
 
 
 def test_ledger_counts_the_bytes_that_crossed(

@@ -120,3 +120,16 @@ def test_second_load_uses_the_cache(ds: CentralDataset, cache: Path, monkeypatch
     again = hapt.load_central(cache=cache, progress=False)
     np.testing.assert_array_equal(again.train.features["acc"], ds.train.features["acc"])
     np.testing.assert_array_equal(again.test.labels, ds.test.labels)
+
+
+@needs_source
+def test_first_build_says_what_it_is_doing(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    # Seconds of reading the recordings before any bar: one line says why (issue 15).
+    with caplog.at_level("INFO", logger="fedmm"):
+        hapt.build(cache=tmp_path, progress=True)
+        first = [r.getMessage() for r in caplog.records]
+        caplog.clear()
+        hapt.build(cache=tmp_path, progress=True)
+    assert len(first) == 1 and first[0].startswith("hapt: building the cache in ")
+    assert "first use only" in first[0]
+    assert caplog.records == []  # the cache is reused silently

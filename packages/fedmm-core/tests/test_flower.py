@@ -127,6 +127,29 @@ def test_a_failing_client_is_dropped_on_flower_too(both_engines: tuple[Any, Any]
     assert sum(dropped) >= 1, "client 2 was never selected: the fault rule went untested"
     assert [r["dropped"] for r in flower.rounds] == dropped
     assert not any(r["skipped"] for r in flower.rounds)
+    # Flower's drops keep their cause too: the ClientApp's error text reaches the metrics row.
+    for a, b in zip(inproc.rounds, flower.rounds, strict=True):
+        if a["dropped"]:
+            assert list(a["drop_causes"]) == ["RuntimeError: simulated client crash"]
+            assert list(b["drop_causes"]) == ["ClientApp failed: RuntimeError: simulated client crash"]
+
+
+def test_the_clientapps_own_error_is_found_in_flowers_reason() -> None:
+    from fedmm.core.flower.apps import remote_error
+
+    # Abridged from a simulation: Ray's colour codes, the actor's address, a chained traceback.
+    reason = (
+        "<class 'ray.exceptions.RayTaskError(ClientAppException)'>:<'\x1b[36mray::ClientAppActor.run()"
+        "\x1b[39m (pid=10166, repr=<ClientAppActor object at 0x7fd66af1bad0>)\n"
+        '  File "/x/fedmm/core/client.py", line 149, in client_round\n'
+        "    data = t.prepare(cctx, data)\n"
+        "RuntimeError: simulated client crash\n\n"
+        "The above exception was the direct cause of the following exception:\n\n"
+        "flwr.clientapp.client_app.ClientAppException: \n"
+        "Exception ClientAppException occurred. Message: simulated client crash'>"
+    )
+    assert remote_error(reason) == "RuntimeError: simulated client crash"
+    assert remote_error("\n  node went away \n") == "node went away"
 
 
 def test_flower_ledger_counts_the_records_flower_carried(both_engines: tuple[Any, Any]) -> None:

@@ -23,8 +23,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
+from fedmm.core.console import bar
 from fedmm.core.data.captions import WordTokenizer
 from fedmm.core.data.types import MISSING_LABEL, SampleSet
 from fedmm.core.errors import DataError
@@ -116,7 +116,7 @@ class PoolCompleter:
         generated = samples.generated[order].copy()
         rng = np.random.default_rng(self.seed)
         for r, i in enumerate(
-            tqdm(rows, desc="completing", leave=False, disable=not self.progress or rows.size == 0)
+            bar(rows, enabled=self.progress and rows.size > 0, desc="completing", leave=False)
         ):
             for c, pick in enumerate(self._partners(samples, int(i), rng)):
                 at = int(i) if c == 0 else len(samples) + (c - 1) * rows.shape[0] + r
@@ -189,8 +189,8 @@ class FoundationCompleter:
         if no_text.size:
             if self.captioner is None:
                 raise DataError("samples miss their text but the FoundationCompleter has no captioner")
-            for start in tqdm(
-                range(0, no_text.size, self.batch_size), desc="captioning", disable=not self.progress
+            for start in bar(
+                range(0, no_text.size, self.batch_size), enabled=self.progress, desc="captioning"
             ):
                 rows = no_text[start : start + self.batch_size]
                 prompts = [self._prompt(int(samples.labels[r])) for r in rows]
@@ -204,9 +204,7 @@ class FoundationCompleter:
             if self.generator is None:
                 raise DataError("samples miss their image but the FoundationCompleter has no generator")
             shape = samples.features[self.image].shape[1:]
-            for start in tqdm(
-                range(0, no_image.size, self.batch_size), desc="drawing", disable=not self.progress
-            ):
+            for start in bar(range(0, no_image.size, self.batch_size), enabled=self.progress, desc="drawing"):
                 rows = no_image[start : start + self.batch_size]
                 prompts = [
                     self._prompt(int(samples.labels[r]))

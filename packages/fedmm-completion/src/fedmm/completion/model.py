@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -23,12 +24,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fedmm.core.console import bar
 from fedmm.core.data.types import MISSING_LABEL, Batch, ModalitySpec, SampleSet
 from fedmm.core.errors import ConfigError
 from fedmm.core.models.encoders import build_encoder
 from fedmm.core.models.model import ModelOutput
 
 __all__ = ["CLIPImageFeatures", "CLIPTextFeatures", "FedMVPModel", "clip_extractors", "pretrain_extractors"]
+
+log = logging.getLogger("fedmm")
 
 
 class FedMVPModel(nn.Module):
@@ -148,15 +152,27 @@ def pretrain_extractors(
     dim: int = 64,
     epochs: int = 60,
     seed: int = 0,
+    progress: bool = False,
 ) -> dict[str, nn.Module]:
     """Frozen extractors for :class:`FedMVPModel` when no pretrained backbone is at hand.
 
     One core encoder per modality (``encoders[m]``, default by modality kind) is trained alone,
     with a linear head, on the labelled public samples that have the modality (Adam 1e-3, batch 32),
-    then frozen — the stand-in for the paper's backbones fine-tuned on the task.
+    then frozen — the stand-in for the paper's backbones fine-tuned on the task. ``progress``
+    announces it and shows a bar over the epochs (seconds to a minute of silence otherwise).
     """
     kinds = dict(encoders or {})
     out: dict[str, nn.Module] = {}
+    if progress:
+        log.info(
+            "FedMVP: pre-training the frozen extractors (%s) on the %d public samples, %d epoch(s)…",
+            ", ".join(public.modality_names),
+            len(public),
+            epochs,
+        )
+    steps = bar(
+        total=epochs * len(public.modalities), enabled=progress, desc="FedMVP pre-training", unit="epoch"
+    )
     for j, spec in enumerate(public.modalities):
         torch.manual_seed(seed)
         enc = build_encoder(spec, kinds.get(spec.name, "auto"), dim)
@@ -176,7 +192,9 @@ def pretrain_extractors(
                 opt.zero_grad()
                 loss.backward()
                 opt.step()
+            steps.update(1)
         out[spec.name] = enc.eval()
+    steps.close()
     return out
 
 

@@ -161,7 +161,7 @@ class FedMVP(Technique):
         else:
             encoders = dict(options.get("encoders") or {})
             extractors = pretrain_extractors(
-                public, data.num_classes, encoders, self.dim, self.extractor_epochs
+                public, data.num_classes, encoders, self.dim, self.extractor_epochs, progress=self.progress
             )
             widths = dict.fromkeys(names, self.dim)
         return FedMVPModel(data.modalities, extractors, widths, data.num_classes, dim=self.dim)

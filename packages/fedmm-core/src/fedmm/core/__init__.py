@@ -16,6 +16,7 @@ from fedmm.core.errors import (
     DataFileError,
     FedmmError,
     MissingDependencyError,
+    RunFailedError,
     UpdateError,
 )
 from fedmm.core.federation import Federation, History
@@ -51,6 +52,7 @@ __all__ = [
     "Ledger",
     "MissingDependencyError",
     "RoundContext",
+    "RunFailedError",
     "ServerCost",
     "Strategy",
     "Technique",

@@ -1,14 +1,18 @@
 """The ``fedmm`` command line: run, compare, bench, datasets.
 
 Errors fedmm raises on purpose (bad config, data file, argument) are printed as one clear
-message with exit code 2, never as a traceback.
+message with exit code 2, never as a traceback. A run that finished but trained nothing (every
+round skipped, or a round that lost every selected client to one cause) exits with 3 after
+writing its run folder; an interrupted one with 130.
+
+Messages go to stderr through :mod:`logging` above the progress bar; ``-q`` leaves only
+warnings (no bars), ``-v`` adds one line per dropped client.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import logging
 import shlex
 import shutil
 import sys
@@ -226,7 +230,9 @@ def _cmd_schema(args: argparse.Namespace) -> int:
 
 def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fedmm", description="Federated multimodal learning.")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log dropped clients and other details")
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", help="log each dropped client (not only each round's count)"
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("run", help="run a TOML config into a run folder")
@@ -257,7 +263,7 @@ def make_parser() -> argparse.ArgumentParser:
         help="run once per seed (e.g. 0-4 or 0,1,2) into RUN/seed-N/ and write RUN/summary.json "
         "with mean and 95 %% CI of each final metric",
     )
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars or messages, only warnings")
     p.set_defaults(func=_cmd_run)
 
     p = sub.add_parser("compare", help="compare run folders: table + overlay plot")
@@ -281,7 +287,7 @@ def make_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="keep the seeds a stopped run saved beside -o FILE (FILE's name with .seeds) and run the rest",
     )
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars or messages, only warnings")
     p.set_defaults(func=_cmd_bench)
 
     p = sub.add_parser("datasets", help="list datasets or build one's cache")
@@ -313,14 +319,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = make_parser()
     args = parser.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)  # for the provenance of results
-    logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s"
-    )
+    from fedmm.core.console import configure_logging, remove_logging
+
+    handler = configure_logging(1 if args.verbose else -1 if getattr(args, "quiet", False) else 0)
     try:
         return int(args.func(args))
     except FedmmError as exc:
         print(f"fedmm: error: {exc}", file=sys.stderr)
-        return 2
+        return int(getattr(exc, "exit_code", 2))  # RunFailedError: 3, bad input: 2
     except KeyboardInterrupt as exc:
         from fedmm.core.runner import RunInterrupted
 
@@ -333,6 +339,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             print("fedmm: interrupted", file=sys.stderr)
         return 130
+    finally:
+        remove_logging(handler)
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ parse as one is taken as a plain string. The result is validated like a file.
 
 from __future__ import annotations
 
+import inspect
 import tomllib
 from collections.abc import Sequence
 from importlib.metadata import entry_points
@@ -352,7 +353,16 @@ def technique_classes() -> dict[str, Any]:
     return {ep.name: ep for ep in entry_points(group="fedmm.techniques")}
 
 
-def build_technique(section: TechniqueSection, index: int = 0) -> Any:
+def _takes_progress(cls: Any) -> bool:
+    try:
+        return "progress" in inspect.signature(cls).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def build_technique(section: TechniqueSection, index: int = 0, *, progress: bool = True) -> Any:
+    """The technique a ``[[techniques]]`` table names; ``progress=False`` (``-q``) turns off the
+    bars of a technique that has a ``progress`` option."""
     found = technique_classes()
     if section.name not in found:
         package = TECHNIQUE_PACKAGES.get(section.name)
@@ -369,8 +379,11 @@ def build_technique(section: TechniqueSection, index: int = 0) -> Any:
             f"[[techniques]] #{index + 1}: technique {section.name!r} is registered but failed to import "
             f"({exc}); reinstall its package"
         ) from None
+    arguments = section.arguments()
+    if not progress and _takes_progress(cls):
+        arguments["progress"] = False
     try:
-        return cls(**section.arguments())
+        return cls(**arguments)
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"[[techniques]] #{index + 1} ({section.name}): {exc}") from None
 

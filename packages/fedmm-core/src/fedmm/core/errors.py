@@ -35,3 +35,17 @@ class UpdateError(FedmmError, ValueError):
 
 class CheckpointError(FedmmError):
     """A checkpoint is missing, incomplete or does not match the run."""
+
+
+class RunFailedError(FedmmError):
+    """A run finished but trained nothing worth reporting (every round skipped, or a round lost
+    every selected client to one cause). Its metrics and summary are written before it is raised;
+    ``fedmm`` exits with :attr:`exit_code` (3, unlike the 2 of bad input)."""
+
+    exit_code = 3
+
+    def __init__(self, failure: str, run_dir: object | None = None) -> None:
+        where = f"\nits metrics and summary are written to {run_dir}" if run_dir is not None else ""
+        super().__init__(failure + where)
+        self.failure = failure
+        self.run_dir = run_dir

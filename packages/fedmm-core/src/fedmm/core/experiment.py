@@ -165,7 +165,8 @@ class Benchmark:
         rather than silently reused or overwritten.
         """
         import torch
-        from tqdm.auto import tqdm
+
+        from fedmm.core.console import bar
 
         mode = mode or ("quick" if quick else "full")
         if mode not in MODES:
@@ -187,7 +188,7 @@ class Benchmark:
         todo = [s for s in chosen if s not in saved]
         shared = self.setup(SeedRun(todo[0], mode, plots, progress)) if self.setup and todo else None
         done: dict[int, _SeedResult] = dict(saved)
-        for seed in tqdm(todo, desc=f"{self.name} seeds", disable=not progress, unit="seed"):
+        for seed in bar(todo, enabled=progress, desc=f"{self.name} seeds", unit="seed"):
             run = SeedRun(seed, mode, plots, progress, shared)
             record = dict(self.run_seed(run))
             clash = set(record) & set(run.budgets)

@@ -13,7 +13,6 @@ import logging
 import math
 import os
 import time
-import warnings
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -22,21 +21,25 @@ from typing import Any
 
 import numpy as np
 from torch import nn
-from tqdm.auto import tqdm
 
 from fedmm.core import checkpoint as ckpt
 from fedmm.core.arrays import GroupedArrays, get_arrays, model_groups, set_arrays, validate_update
 from fedmm.core.client import StepMeter, client_round, derive_seed
+from fedmm.core.console import RoundProgress
 from fedmm.core.data.types import FederatedDataset
 from fedmm.core.errors import CheckpointError, ConfigError, FedmmError
 from fedmm.core.evaluate import evaluate
+from fedmm.core.failures import UNKNOWN, ClientDrop, describe_causes, drop_causes, run_failure
 from fedmm.core.ledger import Ledger, ServerCost
 from fedmm.core.measure import measure_step
 from fedmm.core.models.model import deepest, set_depth
 from fedmm.core.protocol import ClientResult, RoundContext, Strategy, Technique, TrainPlan
 
-# Runs one round's planned clients: (ctx, {client id: plan}) -> (surviving results, dropped).
-ClientTrainer = Callable[[RoundContext, Mapping[int, TrainPlan]], tuple[list[ClientResult], int]]
+# Runs one round's planned clients: (ctx, {client id: plan}) -> (surviving results, drops). The
+# drops are ClientDrop records (who, and the error); a bare count is accepted, its cause unknown.
+ClientTrainer = Callable[
+    [RoundContext, Mapping[int, TrainPlan]], tuple[list[ClientResult], list[ClientDrop] | int]
+]
 
 log = logging.getLogger("fedmm")
 
@@ -54,10 +57,20 @@ def _phase_overridden(strategy: Strategy, phase: str) -> bool:
 
 @dataclass
 class History:
-    """Per-round metrics and the ledger of a run."""
+    """Per-round metrics and the ledger of a run.
+
+    ``failure()`` says whether the run trained nothing (see :func:`fedmm.core.failures.run_failure`):
+    callers of :meth:`Federation.run` check it; ``fedmm run`` turns it into an error.
+    """
 
     rounds: list[dict[str, Any]] = field(default_factory=list)
     ledger: Ledger = field(default_factory=Ledger)
+    min_clients: int | None = None  # the strategy's, for the failure text
+
+    def failure(self) -> str | None:
+        """Why the run failed — every round skipped, or some round lost every selected client
+        to one cause — with the drops by cause, rounds and first error; None when it trained."""
+        return run_failure(self.rounds, self.min_clients)
 
     def last(self, key: str, default: float = float("nan")) -> float:
         for r in reversed(self.rounds):
@@ -135,14 +148,14 @@ class Federation:
     # -- one round -------------------------------------------------------------------------
     def train_clients(
         self, ctx: RoundContext, plans: Mapping[int, TrainPlan]
-    ) -> tuple[list[ClientResult], int]:
-        """Run the planned clients here, one after another: (surviving results, dropped count).
+    ) -> tuple[list[ClientResult], list[ClientDrop]]:
+        """Run the planned clients here, one after another: (surviving results, dropped clients).
 
         Another engine replaces this step only (Flower sends each plan as a message); the
         server's round around it is the same code on every engine.
         """
         results: list[ClientResult] = []
-        failed = 0
+        drops: list[ClientDrop] = []
         for cid, plan in plans.items():
             try:
                 result = client_round(
@@ -160,11 +173,12 @@ class Federation:
                 )
                 validate_update(result.update, self.global_arrays)
             except Exception as exc:  # a failing client must not stop the round
-                failed += 1
-                log.warning("round %d: client %d dropped: %s: %s", ctx.round, cid, type(exc).__name__, exc)
+                drops.append(ClientDrop.from_exception(cid, exc))
+                # One line per client only with -v: run_round logs the round's drops by cause.
+                log.debug("round %d: client %d dropped: %s", ctx.round, cid, drops[-1].error)
                 continue
             results.append(result)
-        return results, failed
+        return results, drops
 
     def client_seed(self, round_: int, client_id: int) -> int:
         return derive_seed(self.seed, round_, client_id, CLIENT_SALT)
@@ -177,19 +191,34 @@ class Federation:
             selected = self.strategy.select_clients(ctx)
         with self._phase(server, "configure"):
             plans = {cid: self.strategy.configure(ctx, cid) for cid in selected.tolist()}
-        results, failed = self._train(ctx, plans)
-        metrics: dict[str, Any] = {"round": round_, "selected": int(selected.shape[0]), "dropped": failed}
+        results, drops = self._train(ctx, plans)
+        if isinstance(drops, int):  # a trainer that only counts
+            drops = [ClientDrop(None, UNKNOWN)] * drops
+        metrics: dict[str, Any] = {"round": round_, "selected": int(selected.shape[0]), "dropped": len(drops)}
+        causes = drop_causes(drops)
+        if causes:
+            metrics["drop_causes"] = causes
         if plans:
             self.depth = deepest(self.model, [p.depth for p in plans.values()])
         if len(results) < self.strategy.min_clients:
-            warnings.warn(
-                f"round {round_} skipped: {len(results)} of {selected.shape[0]} clients survived, "
-                f"fewer than min_clients={self.strategy.min_clients}",
-                RuntimeWarning,
-                stacklevel=2,
+            log.warning(
+                "round %d skipped: %d of %d clients survived, fewer than min_clients=%d%s",
+                round_,
+                len(results),
+                selected.shape[0],
+                self.strategy.min_clients,
+                f"; dropped: {describe_causes(causes)}" if causes else "",
             )
             metrics["skipped"] = True
         else:
+            if causes:
+                log.warning(
+                    "round %d: %d of %d clients dropped: %s",
+                    round_,
+                    len(drops),
+                    selected.shape[0],
+                    describe_causes(causes),
+                )
             ctx.results = results
             ctx.previous_arrays = self.global_arrays
             with self._phase(server, "aggregate"):
@@ -301,7 +330,8 @@ class Federation:
         train: ClientTrainer | None,
     ) -> History:
         self._train = train if train is not None else self.train_clients
-        bar = tqdm(total=rounds, initial=self.round, desc="rounds", disable=not progress, unit="round")
+        self.history.min_clients = self.strategy.min_clients
+        bar = RoundProgress(rounds, self.round, enabled=progress)
         try:
             while self.round < rounds:
                 self.round += 1
@@ -309,9 +339,7 @@ class Federation:
                 self.history.rounds.append(metrics)
                 if on_round is not None:
                     on_round(metrics)
-                if "accuracy" in metrics:
-                    bar.set_postfix(acc=f"{metrics['accuracy']:.3f}")
-                bar.update(1)
+                bar.update(self.round, metrics)
                 if (
                     checkpoint_dir is not None
                     and checkpoint_every

@@ -36,7 +36,8 @@ from fedmm.core import checkpoint as ckpt
 from fedmm.core.config import RunConfig, build_technique
 from fedmm.core.data.registry import load as load_dataset
 from fedmm.core.data.types import FederatedDataset
-from fedmm.core.errors import CheckpointError, ConfigError
+from fedmm.core.errors import CheckpointError, ConfigError, RunFailedError
+from fedmm.core.failures import drop_totals
 from fedmm.core.federation import ClientTrainer, Federation, History
 from fedmm.core.measure import peak_rss_bytes
 from fedmm.core.models.model import late_fusion
@@ -44,8 +45,11 @@ from fedmm.core.protocol import FedAvg, Strategy
 from fedmm.core.stats import ci95, mean, parse_seeds
 
 
-def build_dataset(cfg: RunConfig) -> FederatedDataset:
+def build_dataset(cfg: RunConfig, progress: bool = True) -> FederatedDataset:
     d = cfg.data
+    options = dict(d.options)
+    # [data].options may set the loader's own progress; -q (progress=False) silences it anyway.
+    progress = bool(options.pop("progress", True)) and progress
     return load_dataset(
         d.name,
         clients=d.clients,
@@ -60,7 +64,8 @@ def build_dataset(cfg: RunConfig) -> FederatedDataset:
         min_samples=d.min_samples,
         seed=cfg.run.seed,
         only_modalities=d.modalities,
-        **d.options,
+        progress=progress,
+        **options,
     )
 
 
@@ -83,9 +88,9 @@ def build_model(cfg: RunConfig, data: FederatedDataset, strategy: Strategy | Non
     )
 
 
-def build_strategy(cfg: RunConfig) -> Strategy:
+def build_strategy(cfg: RunConfig, progress: bool = True) -> Strategy:
     s = cfg.strategy
-    techniques = [build_technique(t, i) for i, t in enumerate(cfg.techniques)]
+    techniques = [build_technique(t, i, progress=progress) for i, t in enumerate(cfg.techniques)]
     if s.name != "fedavg":
         raise ConfigError(f"[strategy].name: unknown strategy {s.name!r}")
     return FedAvg(
@@ -102,11 +107,13 @@ def build_strategy(cfg: RunConfig) -> Strategy:
     )
 
 
-def build_federation(cfg: RunConfig, data: FederatedDataset | None = None) -> Federation:
+def build_federation(
+    cfg: RunConfig, data: FederatedDataset | None = None, progress: bool = True
+) -> Federation:
     if cfg.run.threads:
         torch.set_num_threads(cfg.run.threads)
-    data = data if data is not None else build_dataset(cfg)
-    strategy = build_strategy(cfg)
+    data = data if data is not None else build_dataset(cfg, progress)
+    strategy = build_strategy(cfg, progress)
     return Federation(
         build_model(cfg, data, strategy), data, strategy, seed=cfg.run.seed, eval_every=cfg.run.eval_every
     )
@@ -261,6 +268,9 @@ def summarize(history: History, cfg: RunConfig, data: FederatedDataset, seconds:
         "peak_rss_bytes": peak_rss_bytes(),
         "skipped_rounds": sum(1 for r in history.rounds if r.get("skipped")),
         "dropped_clients": sum(int(r.get("dropped", 0)) for r in history.rounds),
+        "drop_causes": drop_totals(history.rounds),
+        # Why the run trained nothing (then `fedmm run` exits non-zero); null when it trained.
+        "failure": history.failure(),
     }
 
 
@@ -284,6 +294,9 @@ def run_config(
     ``make_trainer(fed)`` replaces how each round's clients are run (a Flower deployment
     ServerApp passes its message exchange); otherwise ``[run].engine`` picks the engine.
     ``label`` names the run for ``[run].trackers`` (default: the folder's name).
+
+    Raises :class:`~fedmm.core.errors.RunFailedError` when the run trained nothing (see
+    :meth:`History.failure`), after its metrics, summary and plots are written.
     """
     from fedmm.core.trackers import Trackers, require, round_metrics
 
@@ -308,8 +321,8 @@ def run_config(
         cfg_path = run_dir / "config.json"
         cfg_path.with_name("config.json.tmp").write_text(json.dumps(cfg.model_dump(mode="json"), indent=2))
         os.replace(cfg_path.with_name("config.json.tmp"), cfg_path)
-        data = build_dataset(cfg)
-        fed = build_federation(cfg, data)
+        data = build_dataset(cfg, progress)
+        fed = build_federation(cfg, data, progress)
         if found is not None:
             fed.load_checkpoint(found.path)
         trainer = make_trainer(fed) if make_trainer is not None else None
@@ -341,6 +354,9 @@ def run_config(
         from fedmm.core.plots import plot_run
 
         plot_run(history.rounds, run_dir, title=cfg.run.name)
+        failure = history.failure()
+        if failure is not None:  # after every file is written: nothing is lost
+            raise RunFailedError(failure, run_dir)
     except BaseException as exc:
         kept = True
         if found is None and (fed is None or not fed.history.rounds):
@@ -472,7 +488,10 @@ def run_config_seeds(
     :func:`fedmm.core.stats.parse_seeds`). With ``resume``, each seed folder continues from its
     checkpoint, and a seed not begun yet (or stopped before its first checkpoint) starts anew.
     Without it an existing ``run_dir`` is refused, unless ``overwrite`` removes its files first.
-    ``summary.json`` covers the seeds given.
+    ``summary.json`` covers the seeds given. A seed that trained nothing (see
+    :meth:`History.failure`) does not stop the others; it is listed under ``failed_seeds`` and left
+    out of the statistics, and :class:`~fedmm.core.errors.RunFailedError` is raised once every
+    file is written.
     """
     from fedmm.core.plots import plot_compare
     from fedmm.core.trackers import require
@@ -498,6 +517,7 @@ def run_config_seeds(
         if not resume:
             _claim(run_dir, overwrite, resume_hint=" (and the same --seeds)")
     runs: dict[int, tuple[list[dict[str, Any]], dict[str, Any]]] = {}
+    failed: dict[int, str] = {}
     for seed in seeds:
         seed_cfg = cfg.model_copy(update={"run": cfg.run.model_copy(update={"seed": seed})})
         seed_dir = run_dir / f"seed-{seed}"
@@ -514,6 +534,9 @@ def run_config_seeds(
                 progress=progress,
                 label=f"{run_dir.name}/seed-{seed}",
             )
+        except RunFailedError as exc:  # the other seeds still run; the run fails at the end
+            failed[seed] = exc.failure
+            continue
         except BaseException as exc:
             if created:  # a new multi-seed folder goes when no seed folder is left in it
                 with contextlib.suppress(OSError):
@@ -524,11 +547,25 @@ def run_config_seeds(
             raise
         runs[seed] = read_run(seed_dir)
     summary = summarize_seed_runs(cfg.run.name, runs)
+    # A seed that trained nothing is left out of the statistics (its untrained accuracy is no result).
+    summary["failed_seeds"] = {str(s): text for s, text in failed.items()}
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
-    plot_compare(
-        {f"{cfg.run.name} ({len(seeds)} seeds)": [rows for rows, _ in runs.values()]},
-        run_dir / "accuracy.png",
-    )
+    if runs:
+        plot_compare(
+            {f"{cfg.run.name} ({len(runs)} seeds)": [rows for rows, _ in runs.values()]},
+            run_dir / "accuracy.png",
+        )
+    if failed:
+        first = next(iter(failed))
+        names = ", ".join(str(s) for s in failed)
+        raise RunFailedError(
+            f"{len(failed)} of {len(seeds)} seeds failed (seed{'s' if len(failed) > 1 else ''} {names}); "
+            f"seed {first}: {failed[first]}\n"
+            f"{run_dir / 'summary.json'} covers the other seeds"
+            if runs
+            else f"every seed failed ({names}); seed {first}: {failed[first]}",
+            run_dir,
+        )
     return run_dir, summary
 
 

@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -54,12 +55,14 @@ import numpy as np
 import scipy.fft
 from scipy.io import wavfile
 from scipy.signal import resample_poly
-from tqdm import tqdm
 
+from fedmm.core.console import bar
 from fedmm.core.data.cache import cache_dir, save_npz_atomic
 from fedmm.core.data.probe import linear_probe
 from fedmm.core.data.types import CentralDataset, ModalitySpec, SampleSet
 from fedmm.core.errors import DataError, DataFileError, MissingDependencyError
+
+log = logging.getLogger("fedmm")
 
 NAME = "av-digits"
 DIGIT_WORDS: tuple[str, ...] = (
@@ -196,7 +199,7 @@ def synthesise(params: SpeechParams, progress: bool = True, workers: int = 4) ->
         ]
         waves = [
             f.result()
-            for f in tqdm(futures, desc="espeak-ng av-digits", unit="utt", disable=not progress, leave=False)
+            for f in bar(futures, enabled=progress, desc="espeak-ng av-digits", unit="utt", leave=False)
         ]
     lengths = np.array([w.shape[0] for w in waves], dtype=np.int64)
     padded = np.zeros((len(waves), int(lengths.max())), dtype=np.float32)
@@ -232,6 +235,8 @@ def load_speech(
     path = _speech_path(cache if cache is not None else cache_dir(), params)
     if path.exists() and not rebuild:
         return _load_speech(path, params), path
+    if progress:
+        log.info("av-digits: synthesising the spoken digits with espeak-ng (first use only)…")
     speech = synthesise(params, progress=progress)
     arrays = {k: getattr(speech, k) for k in ("waves", "lengths", "digits", "voice", "speed", "pitch")}
     arrays["params"] = np.array(json.dumps({"format": 1, **asdict(params)}, sort_keys=True))
@@ -329,9 +334,7 @@ def _audio_features(
     out = np.empty((labels.size, frames, n_mels), dtype=np.float32)
     noise_std = np.float32(10.0 ** (-snr_db / 20.0))
     step = 256  # bounded memory for the (B, frames, NFFT) STFT buffer
-    for start in tqdm(
-        range(0, labels.size, step), desc="av-digits features", disable=not progress, leave=False
-    ):
+    for start in bar(range(0, labels.size, step), enabled=progress, desc="av-digits features", leave=False):
         stop = min(start + step, labels.size)
         batch = np.zeros((stop - start, canvas), dtype=np.float32)
         for j, i in enumerate(range(start, stop)):

@@ -43,8 +43,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-from tqdm import tqdm
 
+from fedmm.core.console import bar
 from fedmm.core.data.cache import read_text
 from fedmm.core.data.types import MISSING_LABEL, CentralDataset, ModalitySpec, SampleSet
 from fedmm.core.errors import DataError, DataFileError, MissingDependencyError
@@ -306,9 +306,7 @@ def load_central(
     image_labels = np.array(raw.labels, dtype=np.int64)
     test_image = _split_images(image_labels, test_fraction, rng)
     pixels = np.empty((len(raw.images), 3, *size), dtype=np.float32)
-    for i, img_path in enumerate(
-        tqdm(raw.images, desc="captions: images", disable=not progress, leave=False)
-    ):
+    for i, img_path in enumerate(bar(raw.images, enabled=progress, desc="captions: images", leave=False)):
         pixels[i] = load_image(img_path, size)
 
     # One sample per kept (image, caption) pair.

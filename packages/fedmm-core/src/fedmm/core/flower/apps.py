@@ -15,8 +15,8 @@ the simulation engine numbers them 0..N-1). The server asks each node for it onc
 from __future__ import annotations
 
 import logging
+import re
 import time
-import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -32,6 +32,7 @@ from fedmm.core.arrays import validate_update
 from fedmm.core.client import StepMeter, client_round, groups_to_receive, kept_groups
 from fedmm.core.data.types import FederatedDataset
 from fedmm.core.errors import FedmmError
+from fedmm.core.failures import ClientDrop
 from fedmm.core.flower.codec import (
     _contiguous,
     arrays_to_record,
@@ -153,6 +154,26 @@ def make_client_app(runtime: RuntimeSource) -> ClientApp:
 
 
 # -- the server side ---------------------------------------------------------------------------
+class _Dropped(Exception):
+    """A client the server drops; the message is the whole cause (no exception type before it)."""
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+# An exception line of a traceback: ``RuntimeError: message`` (or a dotted exception name).
+_RAISED = re.compile(r"^(?:[A-Za-z_][\w]*\.)*([A-Za-z_]\w*(?:Error|Exception|Exit|Interrupt)\w*): (.+)$")
+
+
+def remote_error(reason: str) -> str:
+    """The error a ClientApp raised, from the reason Flower reports: its first ``Type: message``
+    line (a chained traceback prints the original error first), else the reason's first line."""
+    text = _ANSI.sub("", reason)
+    for line in text.splitlines():
+        found = _RAISED.match(line)
+        if found:
+            return f"{found.group(1)}: {found.group(2).strip()}"
+    return next((line.strip() for line in text.splitlines() if line.strip()), "no reason given")
+
+
 def exchange(
     grid: Grid, messages: list[Message], timeout: float | None, poll: float = 0.1
 ) -> dict[int, Message]:
@@ -217,10 +238,8 @@ def discover(
         mapping[cid] = nodes[i]
     wanted = expected if clients is None else clients
     if len(mapping) < wanted:
-        warnings.warn(
-            f"{len(mapping)} of {wanted} clients have a SuperNode; the others are dropped when selected",
-            RuntimeWarning,
-            stacklevel=2,
+        log.warning(
+            "%d of %d clients have a SuperNode; the others are dropped when selected", len(mapping), wanted
         )
     return mapping
 
@@ -251,17 +270,19 @@ class FlowerTrainer:
         self.nodes = discover(grid, min_nodes or clients, wait=node_wait, clients=clients)
         self.kept: dict[int, set[str]] = {}
 
-    def __call__(self, ctx: RoundContext, plans: Mapping[int, TrainPlan]) -> tuple[list[ClientResult], int]:
+    def __call__(
+        self, ctx: RoundContext, plans: Mapping[int, TrainPlan]
+    ) -> tuple[list[ClientResult], list[ClientDrop]]:
         fed = self.fed
         messages: list[Message] = []
         senders: list[int] = []
         sent_bytes: dict[int, int] = {}
-        failed = 0
+        drops: list[ClientDrop] = []
         for cid, plan in plans.items():
             node = self.nodes.get(cid)
             if node is None:
-                failed += 1
-                log.warning("round %d: client %d dropped: no SuperNode holds it", ctx.round, cid)
+                drops.append(ClientDrop(cid, "no SuperNode holds this client"))
+                log.debug("round %d: client %d dropped: no SuperNode holds it", ctx.round, cid)
                 continue
             groups = groups_to_receive(fed.model, plan, self.kept.get(cid, set()))
             content = RecordDict(
@@ -284,15 +305,24 @@ class FlowerTrainer:
             got = replies.get(cid)
             try:
                 if got is None:
-                    raise FedmmError(f"no reply within round_timeout={self.round_timeout}s")
+                    raise _Dropped(f"no reply within round_timeout={self.round_timeout}s")
                 if got.has_error():
-                    raise FedmmError(f"its ClientApp failed: {got.error.reason}")
+                    log.debug(
+                        "round %d: client %d: its ClientApp failed: %s", ctx.round, cid, got.error.reason
+                    )
+                    raise _Dropped(f"ClientApp failed: {remote_error(got.error.reason or '')}")
                 results.append(self._result(cid, got, sent_bytes[cid]))
             except Exception as exc:  # a failing client must not stop the round
-                failed += 1
+                drop = (
+                    ClientDrop(cid, str(exc))
+                    if isinstance(exc, _Dropped)
+                    else ClientDrop.from_exception(cid, exc)
+                )
+                drops.append(drop)
                 self.kept.pop(cid, None)
-                log.warning("round %d: client %d dropped: %s: %s", ctx.round, cid, type(exc).__name__, exc)
-        return results, failed
+                # The round's drops are logged by cause in run_round; one line each with -v.
+                log.debug("round %d: client %d dropped: %s", ctx.round, cid, drop.error)
+        return results, drops
 
     def _result(self, cid: int, reply: Message, bytes_down: int) -> ClientResult:
         content = reply.content
