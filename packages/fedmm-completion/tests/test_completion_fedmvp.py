@@ -129,7 +129,9 @@ def test_built_by_create_model_from_the_public_split(data: FederatedDataset) -> 
 
 
 def test_bad_parameters_are_clear_errors(data: FederatedDataset) -> None:
-    with pytest.raises(ConfigError, match="completion must be"):
+    with pytest.raises(
+        ConfigError, match="completion must be one of 'pool', 'foundation', 'none', got 'magic'"
+    ):
         FedMVP(completion="magic")  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="no pool yet"):
         Federation(_model(data), data, FedAvg([FedMVP()]), seed=0).run(1, progress=False)

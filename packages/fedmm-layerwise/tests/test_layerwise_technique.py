@@ -179,7 +179,7 @@ def test_contrastive_term_is_the_clip_loss(data: FederatedDataset) -> None:
 def test_bad_parameters_are_clear_errors(data: FederatedDataset) -> None:
     with pytest.raises(ConfigError, match="mode must be one of"):
         LayerWise(mode="deep")  # type: ignore[arg-type]
-    with pytest.raises(ConfigError, match="rounds_per_stage must be >= 1"):
+    with pytest.raises(ConfigError, match="rounds_per_stage must be an integer >= 1, got 0"):
         LayerWise(rounds_per_stage=0)
     with pytest.raises(ConfigError, match="layers_per_stage"):
         LayerWise(layers_per_stage=0)

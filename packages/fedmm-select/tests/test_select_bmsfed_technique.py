@@ -72,10 +72,10 @@ def test_built_from_toml_section() -> None:
     t = build_technique(parse_config(raw).techniques[0])
     assert isinstance(t, BMSFed) and t.chi == 1.5
     bad = {"data": {"name": "synthetic"}, "techniques": [{"name": "bmsfed", "chi": 0.5}]}
-    with pytest.raises(ConfigError, match="chi must be >= 1"):
+    with pytest.raises(ConfigError, match=r"\(bmsfed\)\.chi: must be a number >= 1, got 0.5"):
         build_technique(parse_config(bad).techniques[0])
     typo = {"data": {"name": "synthetic"}, "techniques": [{"name": "bmsfed", "chii": 1.5}]}
-    with pytest.raises(ConfigError, match="bmsfed"):
+    with pytest.raises(ConfigError, match=r"\(bmsfed\)\.chii: unknown argument \(did you mean 'chi'\?\)"):
         build_technique(parse_config(typo).techniques[0])
 
 
