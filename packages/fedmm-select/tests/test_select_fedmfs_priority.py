@@ -71,3 +71,15 @@ def test_select_fedmfs_config_roundtrip_and_toml() -> None:
     assert isinstance(built, FedMFS) and built.gamma == 1
     with pytest.raises(ConfigError, match=r"\(fedmfs\)\.gamma: must be an integer >= 1, got 0"):
         build_technique(TechniqueSection(name="fedmfs", gamma=0))  # type: ignore[call-arg]
+
+
+def test_select_fedmfs_gamma_above_the_modalities_is_refused_when_the_model_is_built() -> None:
+    # Was: found only in round 1's configure; create_model runs before any round.
+    from fedmm.core import datasets
+
+    data = datasets.load("synthetic", clients=2, num_samples=40, seed=0)
+    for model in ("ensemble", "late_fusion"):
+        with pytest.raises(
+            ConfigError, match=r"FedMFS: gamma = 3 exceeds the number of modalities \(2: a, b\)"
+        ):
+            FedMFS(gamma=3, model=model).create_model(data, {})  # type: ignore[arg-type]
