@@ -567,7 +567,11 @@ def test_data_options_that_the_federation_sets_are_refused_not_a_type_error(
         ({"modalities": [["a", "8"]]}, "[data].options.modalities[0].dim: Input should be a valid integer"),
         ({"modalities": [["a"]]}, "[data].options.modalities[0]: a modality is [name, dim]"),
         ({"modalities": [["a", 2], ["a", 3]]}, "modality names must be distinct; 'a' repeats"),
-        ({"nosie": 0.5}, "[data].options.nosie: unknown option (did you mean 'noise'?)"),
+        (
+            {"nosie": 0.5},
+            "[data].options.nosie: unknown option (did you mean 'noise'?); the options of 'synthetic' "
+            "are modalities, noise, num_classes, num_samples, separation, test_samples",
+        ),
     ],
 )
 def test_synthetic_options_of_the_wrong_type_are_named(options: dict[str, Any], message: str) -> None:
@@ -651,8 +655,8 @@ def test_a_misspelt_encoder_option_is_named_with_the_right_one() -> None:
     # Was: TypeError "MLPEncoder.__init__() got an unexpected keyword argument" when building the model.
     raw = {"data": {"name": "synthetic"}, "model": {"encoders": {"a": "transformer"}}}
     assert (
-        "[model].encoder_options.a.heds: is not an option of the transformer encoder (its options: "
-        "ff_dim, heads, layers, max_len, projection, tokens, vocab_size) (did you mean 'heads'?)"
+        "[model].encoder_options.a.heds: is not an option of the transformer encoder (did you mean "
+        "'heads'?); its options: ff_dim, heads, layers, max_len, projection, tokens, vocab_size"
     ) in _parse_error({**raw, "model": {**raw["model"], "encoder_options": {"a": {"heds": 2}}}})
     # With kind "auto" the option must exist for some encoder; the data decides which one applies.
     auto = {

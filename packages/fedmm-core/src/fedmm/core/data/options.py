@@ -213,7 +213,7 @@ def option_problems(dataset: str, options: Mapping[str, Any]) -> list[tuple[str,
     try:
         schema.model_validate(rest)
     except ValidationError as exc:
-        known = sorted(schema.model_fields)
+        known = sorted(set(schema.model_fields) - set(RESERVED))  # seed is a loader argument, not an option
         for err in exc.errors():
             extra = err["type"] == "extra_forbidden"
             raw_loc = tuple(err["loc"])

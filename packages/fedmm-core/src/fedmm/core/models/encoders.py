@@ -243,9 +243,13 @@ def check_encoder_options(
     )
     for name, value in options.items():
         if name not in known:
+            hint = did_you_mean(str(name), known)
+            if kind == "auto":
+                raise ArgumentError(owner, str(name), f"is not an option of any encoder{hint}")
             listed = ", ".join(sorted(known))
-            where = "of any encoder" if kind == "auto" else f"of the {kind} encoder (its options: {listed})"
-            raise ArgumentError(owner, str(name), f"is not an option {where}{did_you_mean(str(name), known)}")
+            raise ArgumentError(
+                owner, str(name), f"is not an option of the {kind} encoder{hint}; its options: {listed}"
+            )
         if known[name]:
             optional_integer(owner, name, value, low=1)
         else:
