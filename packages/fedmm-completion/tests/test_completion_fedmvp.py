@@ -129,7 +129,9 @@ def test_built_by_create_model_from_the_public_split(data: FederatedDataset) -> 
 
 
 def test_bad_parameters_are_clear_errors(data: FederatedDataset) -> None:
-    with pytest.raises(ConfigError, match="completion must be"):
+    with pytest.raises(
+        ConfigError, match="completion must be one of 'pool', 'foundation', 'none', got 'magic'"
+    ):
         FedMVP(completion="magic")  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="no pool yet"):
         Federation(_model(data), data, FedAvg([FedMVP()]), seed=0).run(1, progress=False)
@@ -158,3 +160,36 @@ def test_pre_training_is_announced_unless_quiet(
         FedMVP(extractor_epochs=1, dim=16, progress=False).create_model(data, {})
     assert loud == ["FedMVP: pre-training the frozen extractors (a, b) on the 60 public samples, 1 epoch(s)…"]
     assert caplog.records == []
+
+
+def _built(arguments: dict[str, object]) -> str:
+    """The error of building FedMVP from a config's [[techniques]] table."""
+    from fedmm.core.config import build_technique, parse_config
+
+    cfg = parse_config({"data": {"name": "synthetic"}, "techniques": [{"name": "fedmvp", **arguments}]})
+    with pytest.raises(ConfigError) as info:
+        build_technique(cfg.techniques[0])
+    return str(info.value)
+
+
+def test_a_completer_string_is_refused_when_built_with_the_completion_choices() -> None:
+    # Was: accepted, then AttributeError "'str' object has no attribute 'complete'" in round 1.
+    message = _built({"completer": "foo"})
+    assert message.startswith("[[techniques]] #1 (fedmvp).completer: takes a completer object")
+    assert "completion = 'pool', 'foundation' or 'none'" in message
+    assert _built({"probe": "public"}).startswith("[[techniques]] #1 (fedmvp).probe: takes a SampleSet")
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        ({"dim": "64"}, "(fedmvp).dim: must be an integer >= 1, got '64'"),
+        ({"copies": 0}, "(fedmvp).copies: must be an integer >= 1, got 0"),
+        ({"temperature": "high"}, "(fedmvp).temperature: must be a finite number > 0, got 'high'"),
+        ({"progress": "yes"}, "(fedmvp).progress: must be true or false, got 'yes'"),
+        ({"clip_path": "./no/such/clip"}, "(fedmvp).clip_path: './no/such/clip' does not exist"),
+    ],
+)
+def test_every_fedmvp_argument_is_checked_when_built(arguments: dict[str, object], message: str) -> None:
+    # Were: TypeError/ValueError from int()/float(), or failures once the model or round 1 ran.
+    assert message in _built(arguments)

@@ -180,7 +180,7 @@ def test_cli_exits_3_for_a_run_that_trained_nothing_and_keeps_its_files(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     run_dir = tmp_path / "run"
-    code = main(["run", str(_config(tmp_path, "lr = inf")), "--run-dir", str(run_dir)])
+    code = main(["run", str(_config(tmp_path, "lr = 1e38")), "--run-dir", str(run_dir)])
     out, err = capsys.readouterr()
     assert code == 3
     assert "final test accuracy" not in out
@@ -202,7 +202,7 @@ def test_run_config_raises_after_writing(tmp_path: Path) -> None:
     from fedmm.core.config import load_config
     from fedmm.core.runner import run_config
 
-    cfg = load_config(_config(tmp_path, "lr = inf"))
+    cfg = load_config(_config(tmp_path, "lr = 1e38"))
     with pytest.raises(RunFailedError) as info:
         run_config(cfg, tmp_path / "run", progress=False)
     assert info.value.run_dir == tmp_path / "run"
@@ -267,7 +267,7 @@ def test_drops_in_a_round_that_goes_on_are_one_line(
 def test_not_a_terminal_means_plain_lines_without_carriage_returns(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert main(["run", str(_config(tmp_path, "lr = inf")), "--run-dir", str(tmp_path / "run")]) == 3
+    assert main(["run", str(_config(tmp_path, "lr = 1e38")), "--run-dir", str(tmp_path / "run")]) == 3
     err = capsys.readouterr().err
     assert "\r" not in err and "\x1b" not in err
     assert "round 3/3  accuracy" in err

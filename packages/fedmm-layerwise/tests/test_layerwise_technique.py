@@ -179,7 +179,7 @@ def test_contrastive_term_is_the_clip_loss(data: FederatedDataset) -> None:
 def test_bad_parameters_are_clear_errors(data: FederatedDataset) -> None:
     with pytest.raises(ConfigError, match="mode must be one of"):
         LayerWise(mode="deep")  # type: ignore[arg-type]
-    with pytest.raises(ConfigError, match="rounds_per_stage must be >= 1"):
+    with pytest.raises(ConfigError, match="rounds_per_stage must be an integer >= 1, got 0"):
         LayerWise(rounds_per_stage=0)
     with pytest.raises(ConfigError, match="layers_per_stage"):
         LayerWise(layers_per_stage=0)
@@ -248,3 +248,27 @@ def test_built_from_toml_and_the_docs_example() -> None:
     example = load_config(root / "docs" / "examples" / "layerwise.toml")
     built = build_technique(example.techniques[0])
     assert isinstance(built, LayerWise) and built.mode == "lw"
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        ({"rounds_per_stage": "10"}, "(layerwise).rounds_per_stage: must be an integer >= 1 or a list"),
+        ({"rounds_per_stage": [0, 0]}, "(layerwise).rounds_per_stage: must give some stage rounds"),
+        ({"layers_per_stage": {"a": 0}}, "(layerwise).layers_per_stage.a: must be an integer >= 1, got 0"),
+        ({"contrastive_pair": ["a"]}, "(layerwise).contrastive_pair: names two different modalities"),
+        ({"contrastive_pair": "ab"}, "(layerwise).contrastive_pair: names two different modalities"),
+        ({"temperature": "high"}, "(layerwise).temperature: must be a finite number > 0, got 'high'"),
+        ({"supervised": "false"}, "(layerwise).supervised: must be true or false, got 'false'"),
+    ],
+)
+def test_layerwise_arguments_are_checked_when_built_and_named(
+    arguments: dict[str, Any], message: str
+) -> None:
+    # Were: TypeError from math.isfinite('high'), a string taken as a list of stages, bool('false').
+    from fedmm.core.config import build_technique, parse_config
+
+    cfg = parse_config({"data": {"name": "synthetic"}, "techniques": [{"name": "layerwise", **arguments}]})
+    with pytest.raises(ConfigError) as info:
+        build_technique(cfg.techniques[0])
+    assert message in str(info.value)

@@ -148,9 +148,9 @@ def test_agent_round_trips_through_sb3_save_and_load(tmp_path: Path) -> None:
 
 
 def test_bad_parameters_and_missing_validation_are_clear_errors() -> None:
-    with pytest.raises(ConfigError, match="beta must lie in"):
+    with pytest.raises(ConfigError, match=r"beta must be a finite number in \[0, 1\], got 2.0"):
         FlexMod(beta=2.0)
-    with pytest.raises(ConfigError, match="budget must be a positive"):
+    with pytest.raises(ConfigError, match="budget must be a finite number > 0, got 0"):
         FlexMod(budget=0)
     no_val = datasets.load("synthetic", clients=2, partition="iid", num_samples=200, seed=0)
     with pytest.raises(ConfigError, match="validation split"):
@@ -192,7 +192,9 @@ def test_built_from_toml_sections(entry: str, cls: type, options: dict[str, Any]
     json.dumps(cfg)
     assert cls(**cfg).config() == cfg
     typo = {"data": {"name": "synthetic"}, "techniques": [{"name": entry, "budgett": 1.0}]}
-    with pytest.raises(ConfigError, match=entry):
+    with pytest.raises(
+        ConfigError, match=rf"\({entry}\)\.budgett: unknown argument \(did you mean 'budget'\?\)"
+    ):
         build_technique(parse_config(typo).techniques[0])
 
 
@@ -202,3 +204,45 @@ def test_the_docs_example_config_builds_flexmod() -> None:
     root = Path(__file__).resolve().parents[3]
     cfg = load_config(root / "docs" / "examples" / "flexmod.toml")
     assert isinstance(build_technique(cfg.techniques[0]), FlexMod)
+
+
+def _flexmod_error(arguments: dict[str, Any]) -> str:
+    from fedmm.core.config import build_technique, parse_config
+
+    cfg = parse_config({"data": {"name": "synthetic"}, "techniques": [{"name": "flexmod", **arguments}]})
+    with pytest.raises(ConfigError) as info:
+        build_technique(cfg.techniques[0])
+    return str(info.value)
+
+
+def test_a_misspelt_agent_option_is_refused_when_flexmod_is_built() -> None:
+    # Was: accepted, then TypeError from BetaAgent after a full round of training.
+    assert _flexmod_error({"agent": {"learning_strats": 2}}) == (
+        "[[techniques]] #1 (flexmod).agent: has an unknown option 'learning_strats' "
+        "(did you mean 'learning_starts'?); its options are batch_size, buffer_size, gamma, "
+        "gradient_steps, learning_rate, learning_starts, net_arch, noise, noise_decay, tau"
+    )
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        ({"agent": {"noise": "x"}}, "(flexmod).agent.noise: must be a finite number >= 0, got 'x'"),
+        ({"agent": {"net_arch": [64, 0]}}, "(flexmod).agent.net_arch: must be an integer >= 1, got 0"),
+        (
+            {"agent": {"seed": 1}},
+            "(flexmod).agent.seed: is not an agent option: the agent takes the technique's",
+        ),
+        ({"agent": "fast"}, "(flexmod).agent: must be a table of options, got 'fast'"),
+        ({"agent_path": "./no/agent.zip"}, "(flexmod).agent_path: './no/agent.zip' is not a file"),
+        ({"tau_max": "high"}, "(flexmod).tau_max: must be a finite number > 0, got 'high'"),
+        ({"budget": "all"}, "(flexmod).budget: must be a finite number > 0, got 'all'"),
+    ],
+)
+def test_every_flexmod_argument_is_checked_when_built(arguments: dict[str, Any], message: str) -> None:
+    assert message in _flexmod_error(arguments)
+
+
+def test_beta_agent_checks_its_options() -> None:
+    with pytest.raises(ConfigError, match=r"BetaAgent: agent.tau must be a finite number in \(0, 1\], got 0"):
+        BetaAgent(6, tau=0)

@@ -72,10 +72,10 @@ def test_built_from_toml_section() -> None:
     t = build_technique(parse_config(raw).techniques[0])
     assert isinstance(t, BMSFed) and t.chi == 1.5
     bad = {"data": {"name": "synthetic"}, "techniques": [{"name": "bmsfed", "chi": 0.5}]}
-    with pytest.raises(ConfigError, match="chi must be >= 1"):
+    with pytest.raises(ConfigError, match=r"\(bmsfed\)\.chi: must be a number >= 1, got 0.5"):
         build_technique(parse_config(bad).techniques[0])
     typo = {"data": {"name": "synthetic"}, "techniques": [{"name": "bmsfed", "chii": 1.5}]}
-    with pytest.raises(ConfigError, match="bmsfed"):
+    with pytest.raises(ConfigError, match=r"\(bmsfed\)\.chii: unknown argument \(did you mean 'chi'\?\)"):
         build_technique(parse_config(typo).techniques[0])
 
 
@@ -228,3 +228,13 @@ def test_count_sketch_is_linear_and_keeps_distances_roughly() -> None:
     assert np.allclose(count_sketch(a - b, 1024, 7), sa - sb)
     assert np.linalg.norm(sa - sb) == pytest.approx(np.linalg.norm(a - b), rel=0.15)
     assert np.array_equal(count_sketch(a, 0, 7), a)  # dim 0: the exact vector
+
+
+def test_a_string_chi_names_the_field_not_a_float_conversion() -> None:
+    # Was: "[[techniques]] #1 (bmsfed): could not convert string to float: 'high'".
+    raw = {"data": {"name": "synthetic"}, "techniques": [{"name": "bmsfed", "chi": "high"}]}
+    with pytest.raises(ConfigError) as info:
+        build_technique(parse_config(raw).techniques[0])
+    assert str(info.value) == "[[techniques]] #1 (bmsfed).chi: must be a number >= 1, got 'high'"
+    with pytest.raises(ConfigError, match=r"bmsfed: scale_free must be true or false, got 'no'"):
+        BMSFed(scale_free="no")  # type: ignore[arg-type]  # was silently bool("no") == True

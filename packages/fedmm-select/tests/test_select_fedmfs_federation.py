@@ -83,7 +83,7 @@ def test_select_fedmfs_exact_shapley_and_missing_modalities() -> None:
 
 def test_select_fedmfs_gamma_above_modalities_and_toml() -> None:
     data = _data()
-    with pytest.raises(ConfigError, match="gamma=3 exceeds the number of modalities"):
+    with pytest.raises(ConfigError, match="gamma = 3 exceeds the number of modalities"):
         _run(data, FedMFS(gamma=3), rounds=1)
     # From TOML: by default the technique builds the paper's per-modality models (one group each);
     # with model = "late_fusion" core's model is used and fusion/head go up with the chosen encoder.

@@ -49,14 +49,14 @@ def test_select_fedmfs_missing_modalities_and_ties() -> None:
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"gamma": 0}, "gamma must be at least 1"),
-        ({"gamma": 1.5}, "gamma .* must be an integer"),
-        ({"alpha_s": -0.1}, "alpha_s must be >= 0"),
-        ({"alpha_c": float("nan")}, "alpha_c must be a finite number"),
+        ({"gamma": 0}, "gamma must be an integer >= 1, got 0"),
+        ({"gamma": 1.5}, "gamma must be an integer >= 1, got 1.5"),
+        ({"alpha_s": -0.1}, "alpha_s must be a finite number >= 0, got -0.1"),
+        ({"alpha_c": float("nan")}, "alpha_c must be a finite number >= 0, got nan"),
         ({"alpha_s": 0.0, "alpha_c": 0.0}, "both 0"),
-        ({"selection": "greedy"}, "selection must be 'priority' or 'random'"),
-        ({"shapley": "kernel"}, "shapley must be 'tree'"),
-        ({"n_estimators": 0}, "n_estimators must be a positive integer"),
+        ({"selection": "greedy"}, "selection must be one of 'priority', 'random'"),
+        ({"shapley": "kernel"}, "shapley must be one of 'tree', 'exact'"),
+        ({"n_estimators": 0}, "n_estimators must be an integer >= 1, got 0"),
     ],
 )
 def test_select_fedmfs_bad_parameters(kwargs: dict[str, object], message: str) -> None:
@@ -69,5 +69,17 @@ def test_select_fedmfs_config_roundtrip_and_toml() -> None:
     assert FedMFS(**t.config()).config() == t.config()
     built = build_technique(TechniqueSection(name="fedmfs", gamma=1))  # type: ignore[call-arg]
     assert isinstance(built, FedMFS) and built.gamma == 1
-    with pytest.raises(ConfigError, match="gamma must be at least 1"):
+    with pytest.raises(ConfigError, match=r"\(fedmfs\)\.gamma: must be an integer >= 1, got 0"):
         build_technique(TechniqueSection(name="fedmfs", gamma=0))  # type: ignore[call-arg]
+
+
+def test_select_fedmfs_gamma_above_the_modalities_is_refused_when_the_model_is_built() -> None:
+    # Was: found only in round 1's configure; create_model runs before any round.
+    from fedmm.core import datasets
+
+    data = datasets.load("synthetic", clients=2, num_samples=40, seed=0)
+    for model in ("ensemble", "late_fusion"):
+        with pytest.raises(
+            ConfigError, match=r"FedMFS: gamma = 3 exceeds the number of modalities \(2: a, b\)"
+        ):
+            FedMFS(gamma=3, model=model).create_model(data, {})  # type: ignore[arg-type]

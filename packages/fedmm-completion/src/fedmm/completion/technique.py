@@ -18,6 +18,7 @@ Hooks:
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol
 
 import numpy as np
@@ -27,9 +28,10 @@ import torch.nn.functional as F
 from fedmm.completion.completion import FoundationCompleter, PoolCompleter
 from fedmm.completion.losses import mcm_loss, ram_loss
 from fedmm.completion.model import FedMVPModel, clip_extractors, pretrain_extractors
+from fedmm.core.arguments import choice, flag, integer, number, optional_text
 from fedmm.core.arrays import GroupedArrays, weighted_mean
 from fedmm.core.data.types import MISSING_LABEL, SampleSet
-from fedmm.core.errors import ConfigError
+from fedmm.core.errors import ArgumentError, ConfigError
 from fedmm.core.maths.cka import cka_aggregation_weights
 from fedmm.core.protocol import ClientContext, ClientResult, RoundContext, Technique, TrainPlan
 
@@ -84,40 +86,69 @@ class FedMVP(Technique):
         progress: bool = True,
         copies: int = 1,
     ) -> None:
-        if aggregation not in ("cka", "fedavg"):
-            raise ConfigError(f"fedmvp: aggregation must be 'cka' or 'fedavg', got {aggregation!r}")
-        if completion not in ("pool", "foundation", "none"):
-            raise ConfigError(
-                f"fedmvp: completion must be 'pool', 'foundation' or 'none', got {completion!r}"
+        # Every argument is checked here, when the technique is built, never in round 1.
+        owner = "fedmvp"
+        if completer is not None and not callable(getattr(completer, "complete", None)):
+            raise ArgumentError(
+                owner,
+                "completer",
+                f"takes a completer object with a complete(samples) method (Python API), got {completer!r}; "
+                "in a config choose the completion instead: completion = 'pool', 'foundation' or 'none'",
             )
+        if probe is not None and not isinstance(probe, SampleSet):
+            raise ArgumentError(
+                owner,
+                "probe",
+                f"takes a SampleSet (Python API), got {probe!r}; in a config leave it out: the probe is "
+                "the server's public split ([data] validation_fraction > 0)",
+            )
+        aggregation = choice(owner, "aggregation", aggregation, ("cka", "fedavg"))  # type: ignore[assignment]
+        completion = choice(owner, "completion", completion, ("pool", "foundation", "none"))  # type: ignore[assignment]
+        mcm_weight = number(owner, "mcm_weight", mcm_weight, low=0)
+        ram_weight = number(owner, "ram_weight", ram_weight, low=0)
+        temperature = number(owner, "temperature", temperature, low=0, low_open=True)
+        dim = integer(owner, "dim", dim, low=1)
+        extractor_epochs = integer(owner, "extractor_epochs", extractor_epochs, low=0)
+        generation_steps = integer(owner, "generation_steps", generation_steps, low=1)
+        copies = integer(owner, "copies", copies, low=1)
+        progress = flag(owner, "progress", progress)
+        category = optional_text(owner, "category", category)
+        for label, path in (
+            ("captioner_path", captioner_path),
+            ("generator_path", generator_path),
+            ("clip_path", clip_path),
+        ):
+            folder = optional_text(owner, label, path, "a local folder (written by save_pretrained)")
+            if folder is not None and not Path(folder).expanduser().exists():
+                raise ArgumentError(
+                    owner,
+                    label,
+                    f"{folder!r} does not exist; give a local folder written by save_pretrained "
+                    "(nothing is downloaded)",
+                )
         if completion == "foundation" and completer is None and not (captioner_path or generator_path):
-            raise ConfigError(
-                "fedmvp: completion='foundation' needs captioner_path and/or generator_path (local folders "
-                "written by save_pretrained), or a completer"
+            raise ArgumentError(
+                owner,
+                "completion",
+                "= 'foundation' needs captioner_path and/or generator_path (local folders written by "
+                "save_pretrained), or a completer",
             )
-        for label, v in (("mcm_weight", mcm_weight), ("ram_weight", ram_weight)):
-            if not (np.isfinite(v) and v >= 0):
-                raise ConfigError(f"fedmvp: {label} must be >= 0, got {v}")
-        if not temperature > 0:
-            raise ConfigError(f"fedmvp: temperature must be > 0, got {temperature}")
-        if copies < 1:
-            raise ConfigError(f"fedmvp: copies must be >= 1, got {copies}")
         self.completer = completer
         self.probe = probe
         self.aggregation = aggregation
-        self.mcm_weight = float(mcm_weight)
-        self.ram_weight = float(ram_weight)
-        self.temperature = float(temperature)
+        self.mcm_weight = mcm_weight
+        self.ram_weight = ram_weight
+        self.temperature = temperature
         self.completion = completion
-        self.dim = int(dim)
-        self.extractor_epochs = int(extractor_epochs)
+        self.dim = dim
+        self.extractor_epochs = extractor_epochs
         self.captioner_path = captioner_path
         self.clip_path = clip_path
         self.generator_path = generator_path
         self.category = category
-        self.generation_steps = int(generation_steps)
-        self.progress = bool(progress)
-        self.copies = int(copies)
+        self.generation_steps = generation_steps
+        self.progress = progress
+        self.copies = copies
         self.last_weights: np.ndarray | None = None
 
     def config(self) -> dict[str, Any]:

@@ -22,9 +22,20 @@ from pathlib import Path
 from types import UnionType
 from typing import Any, Literal, Union, get_args, get_origin
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
 
-from fedmm.core.errors import ConfigError
+from fedmm.core.arguments import did_you_mean
+from fedmm.core.data.options import option_problems
+from fedmm.core.errors import ArgumentError, ConfigError
 
 # Where each known technique lives, for the "install this package" message.
 TECHNIQUE_PACKAGES = {
@@ -43,12 +54,21 @@ TrackerName = Literal["tensorboard", "mlflow"]
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # inf and nan are valid TOML floats, but no field means them (an lr of inf trains nothing).
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+
+# Errors whose message already names its place in the file (one or several lines of it).
+_LOCATED = "located"
+
+
+def _located(problems: Sequence[str]) -> PydanticCustomError:
+    return PydanticCustomError(_LOCATED, "{problems}", {"problems": "; ".join(problems)})
 
 
 class RunSection(_Section):
     name: str = "run"
-    seed: int = 0
+    seed: int = Field(0, ge=0, le=2**63 - 1)
     rounds: int = Field(10, ge=1)
     engine: Literal["inprocess", "flower"] = "inprocess"
     eval_every: int = Field(1, ge=0, description="evaluate on the test set every N rounds (0 = never)")
@@ -100,6 +120,18 @@ class DataSection(_Section):
     )
     options: dict[str, Any] = Field(default_factory=dict, description="the dataset loader's own options")
 
+    @field_validator("options")
+    @classmethod
+    def _options_fit_the_loader(cls, options: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        # A built-in loader's options are checked by its schema now, not found wrong inside it.
+        name = info.data.get("name")
+        problems = option_problems(name if isinstance(name, str) else "", options)
+        if problems:
+            raise _located(
+                [f"[data].options{'.' if where else ''}{where}: {problem}" for where, problem in problems]
+            )
+        return options
+
 
 class ModelSection(_Section):
     fusion: Literal["concat", "attention"] = "concat"
@@ -109,6 +141,22 @@ class ModelSection(_Section):
         default_factory=dict
     )
     encoder_options: dict[str, dict[str, Any]] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _encoder_options_fit(self) -> ModelSection:
+        # What is known before the data is: option names and values, and heads | embed_dim for a
+        # declared transformer. An "auto" encoder's kind is checked again once the data is loaded.
+        from fedmm.core.models.encoders import check_encoder_options
+
+        problems = []
+        for modality, options in self.encoder_options.items():
+            try:
+                check_encoder_options(modality, self.encoders.get(modality, "auto"), self.embed_dim, options)
+            except ArgumentError as exc:
+                problems.append(f"[model].encoder_options.{modality}.{exc.argument}: {exc.problem}")
+        if problems:
+            raise _located(problems)
+        return self
 
 
 class StrategySection(_Section):
@@ -168,6 +216,8 @@ def _where(loc: tuple[int | str, ...]) -> str:
 
 
 def _problem(err: Any) -> str:
+    if err["type"] == _LOCATED:
+        return str(err["msg"])
     got = err.get("input")
     msg = err["msg"]
     if err["type"] == "extra_forbidden":
@@ -196,8 +246,22 @@ def load_config(path: str | Path, overrides: Sequence[str] = ()) -> RunConfig:
     path = Path(path)
     if not path.exists():
         raise ConfigError(f"{path}: no such config file")
+    if path.is_dir():
+        raise ConfigError(f"{path}: is a directory, not a config file; pass the .toml file in it")
     try:
-        raw = tomllib.loads(path.read_text())
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the config file ({exc.strerror or exc})") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise ConfigError(
+            f"{path}: not UTF-8 text (byte {data[exc.start]:#04x} on line {line}); TOML files are UTF-8: "
+            "save it with that encoding"
+        ) from None
+    try:
+        raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
     if isinstance(overrides, str):
@@ -379,13 +443,41 @@ def build_technique(section: TechniqueSection, index: int = 0, *, progress: bool
             f"[[techniques]] #{index + 1}: technique {section.name!r} is registered but failed to import "
             f"({exc}); reinstall its package"
         ) from None
+    where = f"[[techniques]] #{index + 1} ({section.name})"
     arguments = section.arguments()
+    _check_argument_names(cls, arguments, where)
     if not progress and _takes_progress(cls):
         arguments["progress"] = False
     try:
         return cls(**arguments)
+    except ArgumentError as exc:
+        raise ConfigError(f"{where}.{exc.argument}: {exc.problem}") from None
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
     except (TypeError, ValueError) as exc:
-        raise ConfigError(f"[[techniques]] #{index + 1} ({section.name}): {exc}") from None
+        # A technique that does not check its own arguments: name at least the table.
+        raise ConfigError(f"{where}: {exc}") from None
+
+
+def _check_argument_names(cls: Any, arguments: dict[str, Any], where: str) -> None:
+    """Unknown (misspelt) and missing arguments, named before the constructor runs."""
+    try:
+        params = inspect.signature(cls).parameters
+    except (TypeError, ValueError):  # no signature to check against: the constructor decides
+        return
+    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        return
+    named = {n: p for n, p in params.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+    for name in arguments:
+        if name not in named:
+            listed = ", ".join(named) or "none"
+            raise ConfigError(
+                f"{where}.{name}: unknown argument{did_you_mean(name, named)}; "
+                f"the arguments of {cls.__name__} are {listed}"
+            )
+    missing = [n for n, p in named.items() if p.default is p.empty and n not in arguments]
+    if missing:
+        raise ConfigError(f"{where}: missing required argument(s) {', '.join(missing)}")
 
 
 def json_schema() -> dict[str, Any]:

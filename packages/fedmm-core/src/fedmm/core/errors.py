@@ -11,6 +11,23 @@ class ConfigError(FedmmError, ValueError):
     """A configuration value (TOML field, argument) is invalid."""
 
 
+class ArgumentError(ConfigError):
+    """One argument (of a technique, encoder, ...) is invalid; ``argument`` names it.
+
+    The message reads ``"{owner}: {argument} {problem}"``; a config names the same argument by
+    its place in the file (``[[techniques]] #1 (fedmvp).completion: ...``) from these parts.
+    """
+
+    def __init__(self, owner: str, argument: str, problem: str) -> None:
+        super().__init__(f"{owner}: {argument} {problem}")
+        self.owner = owner
+        self.argument = argument
+        self.problem = problem
+
+    def __reduce__(self) -> tuple[type[ArgumentError], tuple[str, str, str]]:
+        return (type(self), (self.owner, self.argument, self.problem))
+
+
 class DataError(FedmmError, ValueError):
     """A dataset, data file or sample array is malformed."""
 

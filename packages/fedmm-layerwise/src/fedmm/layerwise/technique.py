@@ -29,14 +29,15 @@ training (e.g. BMSFed's weak-modality picks).
 
 from __future__ import annotations
 
-import math
+import numbers
 import re
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import torch
 
-from fedmm.core.errors import ConfigError
+from fedmm.core.arguments import choice, flag, integer, number
+from fedmm.core.errors import ArgumentError, ConfigError
 from fedmm.core.maths.contrastive import clip_loss
 from fedmm.core.models.model import expand_groups
 from fedmm.core.protocol import ClientContext, RoundContext, Technique, TrainPlan
@@ -93,38 +94,57 @@ class LayerWise(Technique):
         supervised: bool = True,
         contrastive_pair: Sequence[str] | None = None,
     ) -> None:
-        if mode not in MODES:
-            raise ConfigError(f"layerwise: mode must be one of {MODES}, got {mode!r}")
-        if isinstance(rounds_per_stage, bool) or not isinstance(rounds_per_stage, int | Sequence):
-            raise ConfigError(
-                f"layerwise: rounds_per_stage must be an int or a list, got {rounds_per_stage!r}"
+        # Every argument is checked here, when the technique is built, never in round 1.
+        owner = "layerwise"
+        mode = choice(owner, "mode", mode, MODES)  # type: ignore[assignment]
+        if isinstance(rounds_per_stage, str) or not isinstance(rounds_per_stage, numbers.Integral | Sequence):
+            raise ArgumentError(
+                owner,
+                "rounds_per_stage",
+                f"must be an integer >= 1 or a list of them, got {rounds_per_stage!r}",
             )
-        if isinstance(rounds_per_stage, int):
-            if rounds_per_stage < 1:
-                raise ConfigError(f"layerwise: rounds_per_stage must be >= 1, got {rounds_per_stage}")
+        if isinstance(rounds_per_stage, Sequence):
+            rounds = [integer(owner, "rounds_per_stage", r, low=0) for r in rounds_per_stage]
+            if sum(rounds) == 0:
+                raise ArgumentError(
+                    owner, "rounds_per_stage", f"must give some stage rounds (> 0 in total), got {rounds}"
+                )
+            rounds_per_stage = rounds
         else:
-            StageSchedule(tuple(rounds_per_stage))  # validates the list now, not at round 1
-        per = layers_per_stage if isinstance(layers_per_stage, Mapping) else {"*": layers_per_stage}
-        for m, n in per.items():
-            if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-                raise ConfigError(f"layerwise: layers_per_stage[{m!r}] must be an integer >= 1, got {n!r}")
-        contrastive_weight = float(contrastive_weight)
-        if not math.isfinite(contrastive_weight) or contrastive_weight < 0:
-            raise ConfigError(f"layerwise: contrastive_weight must be >= 0, got {contrastive_weight}")
-        if not (math.isfinite(temperature) and temperature > 0):
-            raise ConfigError(f"layerwise: temperature must be > 0, got {temperature}")
+            rounds_per_stage = integer(owner, "rounds_per_stage", rounds_per_stage, low=1)
+        if isinstance(layers_per_stage, Mapping):
+            per: dict[str, int] = {}
+            for m, n in layers_per_stage.items():
+                if not isinstance(m, str):
+                    raise ArgumentError(
+                        owner, "layers_per_stage", f"maps modality names to layers, got key {m!r}"
+                    )
+                per[m] = integer(owner, f"layers_per_stage.{m}", n, low=1)
+        else:
+            per = {"*": integer(owner, "layers_per_stage", layers_per_stage, low=1)}
+        contrastive_weight = number(owner, "contrastive_weight", contrastive_weight, low=0)
+        temperature = number(owner, "temperature", temperature, low=0, low_open=True)
+        supervised = flag(owner, "supervised", supervised)
         if not supervised and contrastive_weight == 0:
-            raise ConfigError("layerwise: supervised=False leaves no loss; set contrastive_weight > 0")
-        if contrastive_pair is not None and len(tuple(contrastive_pair)) != 2:
-            raise ConfigError(f"layerwise: contrastive_pair names two modalities, got {contrastive_pair!r}")
+            raise ArgumentError(owner, "supervised", "= false leaves no loss; set contrastive_weight > 0")
+        if contrastive_pair is not None and (
+            isinstance(contrastive_pair, str)
+            or not isinstance(contrastive_pair, Sequence)
+            or len(contrastive_pair) != 2
+            or not all(isinstance(m, str) for m in contrastive_pair)
+            or contrastive_pair[0] == contrastive_pair[1]
+        ):
+            raise ArgumentError(
+                owner, "contrastive_pair", f"names two different modalities, got {contrastive_pair!r}"
+            )
         self.mode = mode
         self.rounds_per_stage = (
             rounds_per_stage if isinstance(rounds_per_stage, int) else tuple(rounds_per_stage)
         )
         self.layers_per_stage = dict(per)
         self.contrastive_weight = contrastive_weight
-        self.temperature = float(temperature)
-        self.supervised = bool(supervised)
+        self.temperature = temperature
+        self.supervised = supervised
         self.contrastive_pair = None if contrastive_pair is None else tuple(contrastive_pair)
 
     def config(self) -> dict[str, Any]:

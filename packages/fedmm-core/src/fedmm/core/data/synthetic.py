@@ -15,7 +15,7 @@ Generation is vectorised, in float32 and chunked, so 4 000 000 samples × 2 moda
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,7 +46,8 @@ class SyntheticModality:
             )
 
 
-ModalityLike = SyntheticModality | tuple[str, int, float]
+# A config writes a modality as [name, dim], [name, dim, informativeness] or a table of those names.
+ModalityLike = SyntheticModality | tuple[str, int, float] | Mapping[str, Any]
 DEFAULT_MODALITIES: tuple[SyntheticModality, ...] = (
     SyntheticModality("a", 8, 1.0),
     SyntheticModality("b", 8, 0.5),
@@ -54,9 +55,19 @@ DEFAULT_MODALITIES: tuple[SyntheticModality, ...] = (
 
 
 def _as_modalities(modalities: Sequence[ModalityLike]) -> tuple[SyntheticModality, ...]:
-    out = tuple(m if isinstance(m, SyntheticModality) else SyntheticModality(*m) for m in modalities)
+    out = tuple(
+        m
+        if isinstance(m, SyntheticModality)
+        else SyntheticModality(**m)
+        if isinstance(m, Mapping)
+        else SyntheticModality(*m)
+        for m in modalities
+    )
     if not out:
         raise DataError("synthetic data needs at least one modality")
+    names = [m.name for m in out]
+    if len(set(names)) != len(names):
+        raise DataError(f"synthetic modality names must be distinct, got {names}")
     return out
 
 
@@ -89,7 +100,8 @@ def make_synthetic(
 ) -> CentralDataset:
     """Build the synthetic dataset (see the module docstring).
 
-    ``modalities`` are :class:`SyntheticModality` or ``(name, dim, informativeness)`` tuples;
+    ``modalities`` are :class:`SyntheticModality`, ``(name, dim[, informativeness])`` tuples or
+    ``{"name", "dim"[, "informativeness"]}`` tables;
     ``test_samples`` defaults to ``max(1, num_samples // 5)``. The train and test sets share the
     centroids and are drawn independently.
     """

@@ -33,6 +33,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from fedmm.core.arguments import choice
 from fedmm.core.data.cache import read_text
 from fedmm.core.data.hapt import CLASS_NAMES  # the same six UCI activities
 from fedmm.core.data.types import CentralDataset, ModalitySpec, SampleSet
@@ -164,8 +165,7 @@ def load_central(
     standardize: bool = True,
 ) -> CentralDataset:
     """Load UCI-HAR from ``path``, the ``UCI HAR Dataset/`` folder or its parent (see the module doc)."""
-    if acc_source not in ("total", "body"):
-        raise ValueError(f"acc_source must be 'total' or 'body', got {acc_source!r}")
+    choice("uci-har", "acc_source", acc_source, ("total", "body"))  # before any file is read
     base = resolve_root(path)
     tr_acc, tr_gyro, tr_y, tr_s = read_split(base, "train", acc_source)
     te_acc, te_gyro, te_y, te_s = read_split(base, "test", acc_source)

@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 from torch import nn
 
+from fedmm.core.arguments import did_you_mean, integer, optional_integer
 from fedmm.core.data.types import ModalitySpec
-from fedmm.core.errors import ConfigError
+from fedmm.core.errors import ArgumentError, ConfigError
 
 
 class MLPEncoder(nn.Module):
@@ -196,13 +199,87 @@ class TransformerStackEncoder(nn.Module):
 
 ENCODERS = ("auto", "mlp", "cnn", "conv1d", "lstm", "transformer")
 
+# The options (``[model].encoder_options.<modality>``) each encoder kind takes; every one is a
+# positive integer, those marked optional may also be omitted (None).
+ENCODER_OPTIONS: dict[str, dict[str, bool]] = {
+    "mlp": {"hidden": False, "layers": False},
+    "cnn": {"channels": False},
+    "conv1d": {"channels": False},
+    "lstm": {"hidden": False},
+    "transformer": {
+        "layers": False,
+        "heads": False,
+        "ff_dim": True,
+        "vocab_size": False,
+        "tokens": False,
+        "max_len": False,
+        "projection": True,
+    },
+}
+_TRANSFORMER_HEADS = 4  # TransformerStackEncoder's default
+
+
+def _auto_kind(spec: ModalitySpec) -> str:
+    return {"image": "cnn", "sequence": "conv1d", "tokens": "transformer"}.get(spec.kind, "mlp")
+
+
+def check_encoder_options(
+    modality: str, kind: str, embed_dim: int, options: Mapping[str, Any] | None
+) -> dict[str, Any]:
+    """The options of ``kind``'s encoder for ``modality``, checked: known names, positive integers,
+    and a transformer's ``heads`` dividing ``embed_dim``. ``kind="auto"`` (not yet resolved
+    against the data) accepts the options of any kind. Raises :class:`ArgumentError`."""
+    owner = f"encoder_options of modality {modality!r}" + ("" if kind == "auto" else f" ({kind} encoder)")
+    if kind != "auto" and kind not in ENCODER_OPTIONS:
+        raise ConfigError(f"unknown encoder {kind!r} for modality {modality!r}; choose one of {ENCODERS}")
+    if options is None:
+        options = {}
+    if not isinstance(options, Mapping):
+        raise ConfigError(f"{owner}: must be a table of options, got {options!r}")
+    known: dict[str, bool] = (
+        {k: v for spec in ENCODER_OPTIONS.values() for k, v in spec.items()}
+        if kind == "auto"
+        else ENCODER_OPTIONS[kind]
+    )
+    for name, value in options.items():
+        if name not in known:
+            hint = did_you_mean(str(name), known)
+            if kind == "auto":
+                raise ArgumentError(owner, str(name), f"is not an option of any encoder{hint}")
+            listed = ", ".join(sorted(known))
+            raise ArgumentError(
+                owner, str(name), f"is not an option of the {kind} encoder{hint}; its options: {listed}"
+            )
+        if known[name]:
+            optional_integer(owner, name, value, low=1)
+        else:
+            integer(owner, name, value, low=1)
+    if kind == "transformer":
+        heads = options.get("heads", _TRANSFORMER_HEADS)
+        if embed_dim % heads:
+            fits = [h for h in range(1, min(embed_dim, 64) + 1) if embed_dim % h == 0]
+            given = "" if "heads" in options else " (the default)"
+            raise ArgumentError(
+                owner,
+                "heads",
+                f"= {heads}{given} must divide embed_dim = {embed_dim}: set heads to one of "
+                f"{', '.join(map(str, fits))}, or change [model].embed_dim",
+            )
+    return dict(options)
+
 
 def build_encoder(
     spec: ModalitySpec, kind: str = "auto", embed_dim: int = 64, **options: object
 ) -> nn.Module:
-    """The encoder ``kind`` for ``spec``; ``auto`` picks by modality kind (image→CNN, sequence→1-D conv)."""
+    """The encoder ``kind`` for ``spec``; ``auto`` picks by modality kind (image→CNN, sequence→1-D conv).
+
+    ``options`` are checked first (:func:`check_encoder_options`): a misspelt name, a non-integer
+    size or heads that do not divide ``embed_dim`` is one :class:`ArgumentError` naming it.
+    """
     if kind == "auto":
-        kind = {"image": "cnn", "sequence": "conv1d", "tokens": "transformer"}.get(spec.kind, "mlp")
+        kind = _auto_kind(spec)
+    integer(f"modality {spec.name!r}", "embed_dim", embed_dim, low=1)
+    check_encoder_options(spec.name, kind, embed_dim, options)
     if kind == "mlp":
         return MLPEncoder(spec.shape, embed_dim, **options)  # type: ignore[arg-type]
     if kind == "cnn":

@@ -260,9 +260,13 @@ def late_fusion(
     ``transformer``; default ``auto`` by modality kind).
     """
     encoders = dict(encoders or {})
-    unknown = set(encoders) - {m.name for m in modalities}
-    if unknown:
-        raise ConfigError(f"encoders given for unknown modalities {sorted(unknown)}")
+    names = [m.name for m in modalities]
+    for what, given in (("encoders", encoders), ("encoder_options", encoder_options or {})):
+        unknown = set(given) - set(names)
+        if unknown:
+            raise ConfigError(
+                f"{what} given for unknown modalities {sorted(unknown)}; the data's modalities are {names}"
+            )
     built = {
         m.name: build_encoder(
             m, encoders.get(m.name, "auto"), embed_dim, **dict((encoder_options or {}).get(m.name, {}))

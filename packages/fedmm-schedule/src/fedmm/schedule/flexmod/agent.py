@@ -15,13 +15,64 @@ comes from the agent's own seeded generators, so a run is reproducible.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-__all__ = ["BetaAgent"]
+from fedmm.core.arguments import integer, known_keys, number
+from fedmm.core.errors import ArgumentError
+
+__all__ = ["AGENT_OPTIONS", "BetaAgent", "check_agent_options"]
+
+# The keyword options of BetaAgent that a config may set (FlexMod's ``agent`` table).
+AGENT_OPTIONS = (
+    "learning_starts",
+    "batch_size",
+    "buffer_size",
+    "gamma",
+    "tau",
+    "learning_rate",
+    "net_arch",
+    "noise",
+    "noise_decay",
+    "gradient_steps",
+)
+
+
+def check_agent_options(owner: str, options: Any) -> dict[str, Any]:
+    """``options`` for :class:`BetaAgent`, checked (names, types, ranges) without building it.
+
+    Errors name the option as ``agent.<name>`` (FlexMod's ``agent`` table), so a misspelt option
+    is refused when FlexMod is built, not when its agent first acts after a round of training.
+    """
+    if isinstance(options, Mapping) and "seed" in options:
+        raise ArgumentError(
+            owner, "agent.seed", "is not an agent option: the agent takes the technique's seed"
+        )
+    opts = known_keys(owner, "agent", options, AGENT_OPTIONS)
+    ints = {"learning_starts": 0, "batch_size": 1, "buffer_size": 1, "gradient_steps": 0}
+    for name, low in ints.items():
+        if name in opts:
+            opts[name] = integer(owner, f"agent.{name}", opts[name], low=low)
+    ranges: dict[str, dict[str, Any]] = {
+        "gamma": {"low": 0, "high": 1},
+        "tau": {"low": 0, "high": 1, "low_open": True},
+        "learning_rate": {"low": 0, "low_open": True},
+        "noise": {"low": 0},
+        "noise_decay": {"low": 0, "high": 1, "low_open": True},
+    }
+    for name, bounds in ranges.items():
+        if name in opts:
+            opts[name] = number(owner, f"agent.{name}", opts[name], **bounds)
+    if "net_arch" in opts:
+        arch = opts["net_arch"]
+        if isinstance(arch, str) or not isinstance(arch, Sequence):
+            raise ArgumentError(owner, "agent.net_arch", f"must be a list of layer widths, got {arch!r}")
+        opts["net_arch"] = tuple(integer(owner, "agent.net_arch", w, low=1) for w in arch)
+    return opts
 
 
 class BetaAgent:
@@ -58,6 +109,22 @@ class BetaAgent:
         from stable_baselines3.common.logger import configure
 
         from fedmm.schedule.flexmod.env import FlexModEnv
+
+        check_agent_options(
+            "BetaAgent",
+            {
+                "learning_starts": learning_starts,
+                "batch_size": batch_size,
+                "buffer_size": buffer_size,
+                "gamma": gamma,
+                "tau": tau,
+                "learning_rate": learning_rate,
+                "net_arch": net_arch,
+                "noise": noise,
+                "noise_decay": noise_decay,
+                "gradient_steps": gradient_steps,
+            },
+        )
 
         self.env = FlexModEnv(num_modalities=(observation_dim - 2) // 2)
         self.model = DDPG(

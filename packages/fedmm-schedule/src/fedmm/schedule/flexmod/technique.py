@@ -28,15 +28,17 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
+from fedmm.core.arguments import integer, number, optional_number, optional_text
 from fedmm.core.embeddings import collect_embeddings, modality_prototypes
-from fedmm.core.errors import ConfigError
+from fedmm.core.errors import ArgumentError, ConfigError
 from fedmm.core.maths.prototypes import merge_prototypes
 from fedmm.core.protocol import ClientContext, Combination, RoundContext, Technique, TrainPlan
-from fedmm.schedule.flexmod.agent import BetaAgent
+from fedmm.schedule.flexmod.agent import BetaAgent, check_agent_options
 from fedmm.schedule.flexmod.allocation import (
     allocate,
     combination_factors,
@@ -67,12 +69,8 @@ class _BudgetedSchedule(Technique):
     """What the three schedules share: the per-client budget and the measured step costs."""
 
     def __init__(self, budget: float = 1.0) -> None:
-        budget = float(budget)
-        if not (math.isfinite(budget) and budget > 0):
-            raise ConfigError(
-                f"{self.name}: budget must be a positive fraction of Entire Update's compute, got {budget}"
-            )
-        self.budget = budget
+        # A positive fraction of Entire Update's compute (> 1 allowed: more than Entire Update).
+        self.budget = number(self.name, "budget", budget, low=0, low_open=True)
         self._costs: CombinationCosts | None = None
 
     def _held(self, ctx: RoundContext, client_id: int) -> tuple[str, ...]:
@@ -137,7 +135,7 @@ class PartialUpdate(_BudgetedSchedule):
 
     def __init__(self, budget: float = 1.0, seed: int = 0) -> None:
         super().__init__(budget)
-        self.seed = int(seed)
+        self.seed = integer(self.name, "seed", seed)
 
     def configure(self, ctx: RoundContext, client_id: int, plan: TrainPlan) -> TrainPlan:
         held = self._held(ctx, client_id)
@@ -187,21 +185,23 @@ class FlexMod(_BudgetedSchedule):
         agent: Mapping[str, Any] | None = None,
         seed: int = 0,
     ) -> None:
+        # Every argument is checked here, when the technique is built, never in round 1.
         super().__init__(budget)
-        if beta is not None and not (0.0 <= float(beta) <= 1.0):
-            raise ConfigError(
-                f"flexmod: beta must lie in [0, 1] (or be omitted for the DDPG agent), got {beta}"
-            )
-        if isinstance(tau_min, bool) or not isinstance(tau_min, int) or tau_min < 0:
-            raise ConfigError(f"flexmod: tau_min must be an integer >= 0, got {tau_min!r}")
-        if not (math.isfinite(tau_max) and tau_max > 0):
-            raise ConfigError(f"flexmod: tau_max must be > 0, got {tau_max}")
-        self.fixed_beta = None if beta is None else float(beta)
-        self.tau_min = tau_min
-        self.tau_max = float(tau_max)
-        self.agent_path = agent_path
-        self.agent_options = dict(agent or {})
-        self.seed = int(seed)
+        owner = self.name
+        self.fixed_beta = optional_number(owner, "beta", beta, low=0, high=1)  # None = the DDPG agent
+        self.tau_min = integer(owner, "tau_min", tau_min, low=0)
+        self.tau_max = number(owner, "tau_max", tau_max, low=0, low_open=True)
+        self.agent_path = optional_text(owner, "agent_path", agent_path, "a file saved with BetaAgent.save")
+        if self.agent_path is not None:
+            saved = Path(self.agent_path).expanduser()
+            if not (saved.is_file() or saved.with_name(saved.name + ".zip").is_file()):  # SB3 adds .zip
+                raise ArgumentError(
+                    owner,
+                    "agent_path",
+                    f"{self.agent_path!r} is not a file (an agent saved with BetaAgent.save)",
+                )
+        self.agent_options = check_agent_options(owner, agent)
+        self.seed = integer(owner, "seed", seed)
         self._agent: BetaAgent | None = None
         self._reset()
 

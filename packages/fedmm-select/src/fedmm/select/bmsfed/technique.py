@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 import torch
 
+from fedmm.core.arguments import flag, integer, number, optional_integer
 from fedmm.core.embeddings import collect_embeddings
 from fedmm.core.errors import ConfigError
 from fedmm.core.maths.prototypes import class_prototypes, merge_prototypes, nearest_prototype_accuracy
@@ -134,35 +135,25 @@ class BMSFed(Technique):
         unit_updates: bool = True,
         seed: int = 0,
     ) -> None:
-        chi = float(chi)
-        if math.isnan(chi) or chi < 1.0:
-            raise ConfigError(f"bmsfed: chi must be >= 1 (or inf to disable unimodal picks), got {chi}")
-        for label, value in (("clients_per_round", clients_per_round), ("sketch_dim", sketch_dim)):
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise ConfigError(f"bmsfed: {label} must be an integer, got {value!r}")
-        if clients_per_round < 1:
-            raise ConfigError(f"bmsfed: clients_per_round must be >= 1, got {clients_per_round}")
-        if sketch_dim < 0:
-            raise ConfigError(f"bmsfed: sketch_dim must be >= 0 (0 = exact vectors), got {sketch_dim}")
-        if sample_size is not None and (
-            isinstance(sample_size, bool) or not isinstance(sample_size, int) or sample_size < 1
-        ):
-            raise ConfigError(
-                f"bmsfed: sample_size must be a positive integer or omitted, got {sample_size!r}"
-            )
-        me_weight = float(me_weight)
-        if not math.isfinite(me_weight) or me_weight < 0:
-            raise ConfigError(f"bmsfed: me_weight must be a finite number >= 0, got {me_weight}")
-        if isinstance(seed, bool) or not isinstance(seed, int):
-            raise ConfigError(f"bmsfed: seed must be an integer, got {seed!r}")
+        # Every argument is checked here, when the technique is built, never in round 1.
+        owner = "bmsfed"
+        chi = number(owner, "chi", chi, low=1.0, allow_inf=True)  # inf disables unimodal picks
+        clients_per_round = integer(owner, "clients_per_round", clients_per_round, low=1)
+        me_weight = number(owner, "me_weight", me_weight, low=0)
+        sample_size = optional_integer(owner, "sample_size", sample_size, low=1)
+        sketch_dim = integer(owner, "sketch_dim", sketch_dim, low=0)  # 0 = exact vectors
+        coincide_to_multimodal = flag(owner, "coincide_to_multimodal", coincide_to_multimodal)
+        scale_free = flag(owner, "scale_free", scale_free)
+        unit_updates = flag(owner, "unit_updates", unit_updates)
+        seed = integer(owner, "seed", seed)
         self.chi = chi
         self.clients_per_round = clients_per_round
         self.me_weight = me_weight
         self.sample_size = sample_size
         self.sketch_dim = sketch_dim
-        self.coincide_to_multimodal = bool(coincide_to_multimodal)
-        self.scale_free = bool(scale_free)
-        self.unit_updates = bool(unit_updates)
+        self.coincide_to_multimodal = coincide_to_multimodal
+        self.scale_free = scale_free
+        self.unit_updates = unit_updates
         self.seed = seed
         self._reset()
 

@@ -16,7 +16,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from fedmm.core.errors import ConfigError
+from fedmm.core.arguments import integer, number
+from fedmm.core.errors import ArgumentError
 from fedmm.core.maths.shapley import minmax_normalize
 
 EPS = 1e-10
@@ -68,24 +69,21 @@ def random_gamma(available: np.ndarray, gamma: int, rng: np.random.Generator) ->
 def check_parameters(
     alpha_s: float, alpha_c: float, gamma: int, modalities: Sequence[str] | None = None
 ) -> None:
-    """Raise :class:`ConfigError` with a clear message for invalid FedMFS parameters."""
+    """Raise :class:`~fedmm.core.errors.ArgumentError` naming the invalid FedMFS parameter."""
+    owner = "FedMFS"
     for name, value in (("alpha_s", alpha_s), ("alpha_c", alpha_c)):
-        if isinstance(value, bool) or not isinstance(value, int | float) or not np.isfinite(value):
-            raise ConfigError(f"FedMFS: {name} must be a finite number, got {value!r}")
-        if value < 0:
-            raise ConfigError(f"FedMFS: {name} must be >= 0 (it weighs a term of the priority), got {value}")
+        number(owner, name, value, low=0)  # each weighs a term of the priority
     if alpha_s == 0 and alpha_c == 0:
-        raise ConfigError("FedMFS: alpha_s and alpha_c are both 0, so the priority cannot rank modalities")
-    if isinstance(gamma, bool) or not isinstance(gamma, int | np.integer):
-        raise ConfigError(
-            f"FedMFS: gamma (modality models uploaded per client) must be an integer, got {gamma!r}"
+        raise ArgumentError(
+            owner, "alpha_s", "and alpha_c are both 0, so the priority cannot rank modalities; make one > 0"
         )
-    if gamma < 1:
-        raise ConfigError(f"FedMFS: gamma must be at least 1 (each client uploads gamma models), got {gamma}")
+    integer(owner, "gamma", gamma, low=1)  # modality models each client uploads per round
     if modalities is not None and gamma > len(modalities):
-        raise ConfigError(
-            f"FedMFS: gamma={gamma} exceeds the number of modalities ({len(modalities)}: "
-            f"{', '.join(modalities)}); use 1 <= gamma <= {len(modalities)}"
+        raise ArgumentError(
+            owner,
+            "gamma",
+            f"= {gamma} exceeds the number of modalities ({len(modalities)}: {', '.join(modalities)}); "
+            f"use 1 <= gamma <= {len(modalities)}",
         )
 
 

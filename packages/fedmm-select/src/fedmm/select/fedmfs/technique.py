@@ -30,9 +30,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fedmm.core.arguments import choice, integer
 from fedmm.core.arrays import model_groups
 from fedmm.core.data.types import MISSING_LABEL, Batch, ClientData, FederatedDataset
-from fedmm.core.errors import ConfigError
 from fedmm.core.maths.shapley import shapley_values
 from fedmm.core.models.model import ModelOutput, expand_groups
 from fedmm.core.protocol import ClientContext, RoundContext, Technique, TrainPlan
@@ -80,18 +80,14 @@ class FedMFS(Technique):
         shap_samples: int = 50,
         model: Literal["ensemble", "late_fusion"] = "ensemble",
     ) -> None:
+        # Every argument is checked here, when the technique is built, never in round 1.
         check_parameters(alpha_s, alpha_c, gamma)
-        if model not in ("ensemble", "late_fusion"):
-            raise ConfigError(f"FedMFS: model must be 'ensemble' or 'late_fusion', got {model!r}")
-        if selection not in ("priority", "random"):
-            raise ConfigError(f"FedMFS: selection must be 'priority' or 'random', got {selection!r}")
-        if shapley not in ("tree", "exact"):
-            raise ConfigError(
-                f"FedMFS: shapley must be 'tree' (shap.TreeExplainer) or 'exact', got {shapley!r}"
-            )
-        for name, value in (("n_estimators", n_estimators), ("shap_samples", shap_samples)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ConfigError(f"FedMFS: {name} must be a positive integer, got {value!r}")
+        owner = "FedMFS"
+        model = choice(owner, "model", model, ("ensemble", "late_fusion"))  # type: ignore[assignment]
+        selection = choice(owner, "selection", selection, ("priority", "random"))  # type: ignore[assignment]
+        shapley = choice(owner, "shapley", shapley, ("tree", "exact"))  # type: ignore[assignment]
+        n_estimators = integer(owner, "n_estimators", n_estimators, low=1)
+        shap_samples = integer(owner, "shap_samples", shap_samples, low=1)
         self.gamma = int(gamma)
         self.alpha_s = float(alpha_s)
         self.alpha_c = float(alpha_c)
@@ -118,6 +114,8 @@ class FedMFS(Technique):
         """The paper's independent per-modality models (``model="ensemble"``), built from the
         ``[model]`` section's ``encoders`` / ``encoder_options`` / ``embed_dim``; ``None`` keeps
         core's late-fusion model (``model="late_fusion"``)."""
+        # gamma against the data's modalities: known once the data is, before round 1.
+        check_parameters(self.alpha_s, self.alpha_c, self.gamma, [m.name for m in data.modalities])
         if self.model_kind != "ensemble":
             return None
         return modality_ensemble(
