@@ -39,7 +39,7 @@ import torch
 from fedmm.core.errors import ConfigError
 from fedmm.core.maths.contrastive import clip_loss
 from fedmm.core.models.model import expand_groups
-from fedmm.core.protocol import ClientContext, RoundContext, Technique, TrainPlan
+from fedmm.core.protocol import ClientContext, ModelNeeds, RoundContext, Technique, TrainPlan
 from fedmm.layerwise.schedule import StageSchedule, schedule_from, stages_needed
 
 if TYPE_CHECKING:
@@ -82,6 +82,15 @@ class LayerWise(Technique):
     """
 
     name: ClassVar[str] = "layerwise"
+    needs: ClassVar[ModelNeeds] = ModelNeeds(
+        layered_encoders=True,
+        why="it grows and trains them layer by layer",
+        hint='build the encoders with encoder kind "transformer" (or fedmm.layerwise.hf.HFTextEncoder)',
+    )
+    # train is intersected with what earlier techniques planned and keep extended; download and
+    # depth are the stage's, whatever was planned before.
+    writes: ClassVar[frozenset[str]] = frozenset({"train", "keep"})
+    overwrites: ClassVar[frozenset[str]] = frozenset({"download", "depth"})
 
     def __init__(
         self,
@@ -139,6 +148,9 @@ class LayerWise(Technique):
             "supervised": self.supervised,
             "contrastive_pair": None if self.contrastive_pair is None else list(self.contrastive_pair),
         }
+
+    def model_needs(self) -> ModelNeeds:
+        return ModelNeeds() if self.mode == "e2e" else self.needs  # e2e trains any model whole
 
     # -- the schedule ------------------------------------------------------------------------
     def _per_stage(self, layers: Mapping[str, int]) -> dict[str, int]:
