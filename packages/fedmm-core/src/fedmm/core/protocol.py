@@ -263,7 +263,8 @@ class Technique:
     def create_model(self, data: FederatedDataset, options: Mapping[str, Any]) -> nn.Module | None:
         """The model this technique needs (owned: at most one technique per strategy), or None
         for the default late-fusion model. ``options`` are the ``[model]`` config fields
-        (``encoders``, ``encoder_options``, ``embed_dim``, ...)."""
+        (``encoders``, ``encoder_options``, ``embed_dim``, ...). Declare what it builds in
+        ``builds`` so that the other techniques' needs are checked before it is built."""
         return None
 
     # -- server ------------------------------------------------------------------------------

@@ -24,7 +24,9 @@ the paper's code uses one or the other; ``L = L_sup + λ·L_con``).
 
 Composition: ``configure`` narrows what earlier techniques planned (the trainable set is
 intersected with the incoming ``train``), so list ``LayerWise`` after a technique that restricts
-training (e.g. BMSFed's weak-modality picks).
+training (e.g. BMSFed's weak-modality picks); the other order is refused when the strategy is
+built, and ``lw`` / ``prog`` on a model without layered encoders when the federation is (see the
+declarations on the class).
 """
 
 from __future__ import annotations
