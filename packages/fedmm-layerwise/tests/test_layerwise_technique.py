@@ -188,9 +188,10 @@ def test_bad_parameters_are_clear_errors(data: FederatedDataset) -> None:
     with pytest.raises(ConfigError, match="cannot grow"):
         LayerWise(rounds_per_stage=[5, 5]).schedule(list(_model(data).parameter_groups()))
     plain = late_fusion(data.modalities, data.num_classes)
-    fed = Federation(plain, data, FedAvg([LayerWise()]))
-    with pytest.raises(ConfigError, match="no layered encoder"):
-        fed.strategy.configure(fed.context(1), 0)
+    # Refused when the federation is built, not at round 1.
+    with pytest.raises(ConfigError, match="'layerwise' cannot run on this model: it needs layered encoders"):
+        Federation(plain, data, FedAvg([LayerWise()]))
+    Federation(plain, data, FedAvg([LayerWise(mode="e2e")]))  # end-to-end trains any model whole
 
 
 def _saved_bytes_per_step(data: FederatedDataset, mode: str, round_: int) -> float:

@@ -33,7 +33,14 @@ from fedmm.core.arrays import GroupedArrays, weighted_mean
 from fedmm.core.data.types import MISSING_LABEL, SampleSet
 from fedmm.core.errors import ArgumentError, ConfigError
 from fedmm.core.maths.cka import cka_aggregation_weights
-from fedmm.core.protocol import ClientContext, ClientResult, RoundContext, Technique, TrainPlan
+from fedmm.core.protocol import (
+    BuiltModel,
+    ClientContext,
+    ClientResult,
+    RoundContext,
+    Technique,
+    TrainPlan,
+)
 
 if TYPE_CHECKING:
     from torch import nn
@@ -66,6 +73,10 @@ class FedMVP(Technique):
     """
 
     name: ClassVar[str] = "fedmvp"
+    # Frozen extractors sit outside the groups: a mapping per modality, then the joint encoder.
+    builds: ClassVar[BuiltModel | None] = BuiltModel(
+        "a joint encoder on frozen pre-trained extractors", groups=("encoder.{m}", "fusion", "head")
+    )
 
     def __init__(
         self,

@@ -105,6 +105,8 @@ class Federation:
         self.eval_every = eval_every
         self.eval_batch_size = eval_batch_size
         self.groups = model_groups(model)
+        # A technique that needs what this model lacks would drop every client it plans for.
+        strategy.check_model(list(self.groups), [m.name for m in data.modalities])
         # Derived once: a per-round np.diff over a million offsets would make a round's cost
         # depend on the population.
         self.client_sizes = data.client_sizes()

@@ -19,7 +19,9 @@ client function runs in-process, in a worker or in Flower's ClientApp and gives 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping, Sequence
+import fnmatch
+import re
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
@@ -179,22 +181,90 @@ def _overrides(obj: object, name: str) -> bool:
     return getattr(type(obj), name) is not getattr(Technique, name)
 
 
+@dataclass(frozen=True)
+class ModelNeeds:
+    """What a technique needs the model to have. Checked before any round runs: against the model
+    another technique declares it builds (:class:`BuiltModel`) when ``Strategy.create_model`` is
+    called, and against the real model when the ``Federation`` is built.
+
+    - ``groups``: parameter groups its plans or client hooks name, as patterns resolved like the
+      ``TrainPlan`` group fields (a group or any group below it); ``{m}`` stands for every
+      modality of the data (``"encoder.{m}"``).
+    - ``layered_encoders``: the model must have a layered encoder (groups ``encoder.<m>.<i>``).
+    - ``why``: what it does with them, for the refusal (``"it trains them layer by layer"``).
+    - ``hint``: how to build a model that has them, for the refusal of a model built by hand.
+    """
+
+    groups: tuple[str, ...] = ()
+    layered_encoders: bool = False
+    why: str = ""
+    hint: str = ""
+
+
+@dataclass(frozen=True)
+class BuiltModel:
+    """The model a technique's ``create_model`` builds, declared so that the other techniques'
+    :class:`ModelNeeds` are checked before it is built: ``description`` names it in messages
+    (``"a per-modality ensemble"``), ``groups`` are its parameter groups (patterns, ``{m}`` =
+    every modality; ``None`` = not declared, nothing is checked before building) and
+    ``layered_encoders`` whether it has layered encoders."""
+
+    description: str
+    groups: tuple[str, ...] | None = None
+    layered_encoders: bool = False
+
+
 class Technique:
     """Base class of a federated technique: override the hooks you need.
 
-    Set ``owns`` to the steps no other technique may share (``aggregate`` is always owned by
-    whoever overrides it). Server-side state must round-trip through ``state_dict`` /
-    ``load_state_dict`` (numpy arrays and JSON-able values) so checkpoints are complete.
+    Server-side state must round-trip through ``state_dict`` / ``load_state_dict`` (numpy arrays
+    and JSON-able values) so checkpoints are complete.
+
+    Declarations (class attributes; checked when the strategy and the federation are built, so a
+    combination that cannot work is refused with one :class:`ConfigError` naming both techniques
+    instead of dropping clients round after round):
+
+    - ``owns``: what no other technique may share: a step (``select_clients``: its choice of
+      clients is final; ``aggregate`` and ``create_model`` are owned by whoever overrides them)
+      or a plan field it decides alone (e.g. ``combinations``). An owner of a plan field runs
+      after the techniques that narrow it and keeps within their choice.
+    - ``needs``: what it needs from the model (:class:`ModelNeeds`).
+    - ``builds``: the model its ``create_model`` builds (:class:`BuiltModel`).
+    - ``writes``: the plan fields its ``configure`` sets while keeping within what earlier
+      techniques planned (e.g. intersecting ``train``).
+    - ``overwrites``: the plan fields its ``configure`` replaces for some clients, whatever
+      earlier techniques planned; a technique that writes one of them must come after it.
+
+    Where a declaration depends on the constructor's arguments, override :meth:`model_needs` or
+    :meth:`builds_model`.
     """
 
     name: ClassVar[str] = "technique"
     owns: ClassVar[frozenset[str]] = frozenset()
+    needs: ClassVar[ModelNeeds] = ModelNeeds()
+    builds: ClassVar[BuiltModel | None] = None
+    writes: ClassVar[frozenset[str]] = frozenset()
+    overwrites: ClassVar[frozenset[str]] = frozenset()
+
+    def model_needs(self) -> ModelNeeds:
+        """What this technique, with its arguments, needs from the model (default: ``needs``)."""
+        return self.needs
+
+    def builds_model(self) -> BuiltModel | None:
+        """What this technique's ``create_model``, with its arguments, builds; None = nothing.
+
+        Default: ``builds``; a technique that overrides ``create_model`` without declaring it
+        builds a model of undeclared groups."""
+        if self.builds is not None:
+            return self.builds
+        return BuiltModel("its own model") if _overrides(self, "create_model") else None
 
     # -- set-up ------------------------------------------------------------------------------
     def create_model(self, data: FederatedDataset, options: Mapping[str, Any]) -> nn.Module | None:
         """The model this technique needs (owned: at most one technique per strategy), or None
         for the default late-fusion model. ``options`` are the ``[model]`` config fields
-        (``encoders``, ``encoder_options``, ``embed_dim``, ...)."""
+        (``encoders``, ``encoder_options``, ``embed_dim``, ...). Declare what it builds in
+        ``builds`` so that the other techniques' needs are checked before it is built."""
         return None
 
     # -- server ------------------------------------------------------------------------------
@@ -243,8 +313,154 @@ class Technique:
 
 
 OWNABLE_STEPS = ("aggregate", "select_clients", "create_model")
-# Steps whose mere implementation makes a technique their owner.
-_OWNED_BY_OVERRIDE = ("aggregate", "create_model")
+# What each ownable thing is, for the refusal of two owners (others are named as they are).
+_OWNED = {
+    "aggregate": "the 'aggregate' step (each replaces the server's averaging)",
+    "select_clients": "the 'select_clients' step (each decides alone which clients train)",
+    "combinations": "the plan's 'combinations' (each schedules a client's local steps over modality "
+    "combinations)",
+}
+_PLAN_FIELDS = frozenset(f.name for f in dataclasses.fields(TrainPlan))
+_LAYER_GROUP = re.compile(r"^encoder\.[^.]+\.\d+$")
+
+
+def _label(t: Technique) -> str:
+    return t.name if t.name != Technique.name else type(t).__name__
+
+
+def _refusal(a: Technique, b: Technique, reason: str, *, order: bool = False) -> ConfigError:
+    how = " in this order" if order else ""
+    return ConfigError(f"techniques '{_label(a)}' and '{_label(b)}' cannot be combined{how}: {reason}")
+
+
+def _owned(t: Technique) -> set[str]:
+    owned = set(t.owns)
+    if _overrides(t, "aggregate"):
+        owned.add("aggregate")
+    if t.builds_model() is not None:
+        owned.add("create_model")
+    else:
+        owned.discard("create_model")
+    return owned
+
+
+def check_techniques(techniques: Sequence[Technique]) -> None:
+    """Refuse a list of techniques that cannot work together, whatever the model: two owners of
+    one thing (a step, a plan field, the model) or a technique replacing a plan field that an
+    earlier one set. Raises one :class:`ConfigError` naming both techniques and why."""
+    owned = [_owned(t) for t in techniques]
+    for i, a in enumerate(techniques):
+        for j in range(i + 1, len(techniques)):
+            b = techniques[j]
+            for thing in sorted(owned[i] & owned[j]):
+                if thing == "create_model":
+                    ma, mb = a.builds_model(), b.builds_model()
+                    assert ma is not None and mb is not None
+                    raise _refusal(
+                        a,
+                        b,
+                        f"both build the model ({_label(a)}: {ma.description}; {_label(b)}: "
+                        f"{mb.description}), and a strategy uses one model",
+                    )
+                what = _OWNED.get(thing, f"'{thing}'")
+                raise _refusal(a, b, f"both own {what}, and a strategy can have only one owner")
+            set_by_a = a.writes | a.overwrites | (owned[i] & _PLAN_FIELDS)
+            for field_ in sorted(set_by_a & b.overwrites):
+                raise _refusal(
+                    a,
+                    b,
+                    f"{_label(b)} replaces the plan's '{field_}' for some clients, discarding what "
+                    f"{_label(a)} planned there; list {_label(b)} before {_label(a)}",
+                    order=True,
+                )
+
+
+def _expand(patterns: Iterable[str], modalities: Sequence[str]) -> list[str]:
+    """Group patterns with ``{m}`` written out for every modality."""
+    out: list[str] = []
+    for p in patterns:
+        if "{m}" in p:
+            out.extend(p.format(m=m) for m in modalities)
+        else:
+            out.append(p)
+    return out
+
+
+def _has(groups: Iterable[str], pattern: str) -> bool:
+    return any(g == pattern or g.startswith(pattern + ".") or fnmatch.fnmatchcase(g, pattern) for g in groups)
+
+
+@dataclass(frozen=True)
+class _Lack:
+    """Something a technique needs that a model lacks: the group pattern (None = layered encoders)."""
+
+    group: str | None
+    need: str  # "needs the 'fusion' parameter group (why)"
+    missing: str  # what the model has instead: "no 'fusion' group" / "none"
+
+    def in_model(self, groups: Sequence[str], layered: bool) -> bool:
+        return layered if self.group is None else _has(groups, self.group)
+
+
+def _lack(needs: ModelNeeds, groups: Sequence[str], layered: bool, modalities: Sequence[str]) -> _Lack | None:
+    """The first thing ``needs`` asks for that a model with these groups lacks."""
+    for pattern in _expand(needs.groups, modalities):
+        if not _has(groups, pattern):
+            why = f" ({needs.why})" if needs.why else ""
+            return _Lack(pattern, f"needs the '{pattern}' parameter group{why}", f"no '{pattern}' group")
+    if needs.layered_encoders and not layered:
+        why = f"; {needs.why}" if needs.why else ""
+        return _Lack(None, f"needs layered encoders (groups encoder.<m>.<i>{why})", "none")
+    return None
+
+
+def check_model(
+    techniques: Sequence[Technique],
+    modalities: Sequence[str],
+    groups: Sequence[str] | None = None,
+) -> None:
+    """Refuse a model that lacks what a technique needs (:class:`ModelNeeds`).
+
+    With ``groups`` (the model's parameter groups) the real model is checked; without, the model
+    the building technique declares (:class:`BuiltModel`), before it is built. When the builder's
+    declared model lacks it too, the refusal names both techniques."""
+    builders = [(t, m) for t in techniques if (m := t.builds_model()) is not None]
+    builder, built = builders[0] if builders else (None, None)
+    declared = None if built is None or built.groups is None else _expand(built.groups, modalities)
+    if groups is None and declared is None:
+        return
+    layered = groups is not None and any(_LAYER_GROUP.match(g) for g in groups)
+    for t in techniques:
+        if t is builder:
+            continue
+        needs = t.model_needs()
+        lack = (
+            _lack(needs, groups, layered, modalities)
+            if groups is not None
+            else _lack(needs, declared or [], built is not None and built.layered_encoders, modalities)
+        )
+        if lack is None:
+            continue
+        if (
+            builder is not None
+            and built is not None
+            and declared is not None
+            and not lack.in_model(declared, built.layered_encoders)
+        ):
+            a, b = (t, builder) if techniques.index(t) < techniques.index(builder) else (builder, t)
+            raise _refusal(
+                a,
+                b,
+                f"{_label(t)} {lack.need}, but {_label(builder)} builds its own model "
+                f"({built.description}), which has {lack.missing}",
+            )
+        assert groups is not None  # a lack of the declared model alone is refused above
+        detail = f"; its groups are {', '.join(groups)}" if lack.group is not None else ""
+        hint = f"; {needs.hint}" if needs.hint else ""
+        raise ConfigError(
+            f"technique '{_label(t)}' cannot run on this model: it {lack.need}, but the model has "
+            f"{lack.missing}{detail}{hint}"
+        )
 
 
 class Strategy:
@@ -269,15 +485,7 @@ class Strategy:
         for t in self.techniques:
             if not isinstance(t, Technique):
                 raise ConfigError(f"{t!r} is not a fedmm Technique")
-        for step in OWNABLE_STEPS:
-            owners = [
-                t
-                for t in self.techniques
-                if step in t.owns or (step in _OWNED_BY_OVERRIDE and _overrides(t, step))
-            ]
-            if len(owners) > 1:
-                names = " and ".join(type(t).__name__ for t in owners)
-                raise ConfigError(f"{names} both own the '{step}' step; a strategy can have only one")
+        check_techniques(self.techniques)
         if clients_per_round is not None and clients_per_round < 1:
             raise ConfigError(f"clients_per_round must be >= 1 (got {clients_per_round})")
         if fraction is not None and not 0 < fraction <= 1:
@@ -347,11 +555,20 @@ class Strategy:
             t.after_round(ctx, metrics)
 
     def create_model(self, data: FederatedDataset, options: Mapping[str, Any]) -> nn.Module | None:
-        """The model of the technique that owns ``create_model``, or None (use the default)."""
+        """The model of the technique that builds one, or None (use the default). The other
+        techniques' needs are checked against its declared model first, before any work."""
+        modalities = [m.name for m in data.modalities]
+        check_model(self.techniques, modalities)
         for t in self.techniques:
-            if _overrides(t, "create_model"):
-                return t.create_model(data, options)
+            if t.builds_model() is not None:
+                model = t.create_model(data, options)
+                if model is not None:
+                    return model
         return None
+
+    def check_model(self, groups: Sequence[str], modalities: Sequence[str]) -> None:
+        """Refuse a model (its parameter ``groups``) that lacks what a technique needs."""
+        check_model(self.techniques, modalities, groups)
 
     # -- client steps ------------------------------------------------------------------------
     def client_hooks(self, name: str) -> list[Technique]:
@@ -388,13 +605,17 @@ class FedAvg(Strategy):
 
 
 __all__ = [
+    "BuiltModel",
     "ClientContext",
     "ClientResult",
     "Combination",
     "FedAvg",
+    "ModelNeeds",
     "RoundContext",
     "Strategy",
     "Technique",
     "TrainPlan",
+    "check_model",
+    "check_techniques",
     "fedavg",
 ]

@@ -24,7 +24,9 @@ the paper's code uses one or the other; ``L = L_sup + λ·L_con``).
 
 Composition: ``configure`` narrows what earlier techniques planned (the trainable set is
 intersected with the incoming ``train``), so list ``LayerWise`` after a technique that restricts
-training (e.g. BMSFed's weak-modality picks).
+training (e.g. BMSFed's weak-modality picks); the other order is refused when the strategy is
+built, and ``lw`` / ``prog`` on a model without layered encoders when the federation is (see the
+declarations on the class).
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ from fedmm.core.arguments import choice, flag, integer, number
 from fedmm.core.errors import ArgumentError, ConfigError
 from fedmm.core.maths.contrastive import clip_loss
 from fedmm.core.models.model import expand_groups
-from fedmm.core.protocol import ClientContext, RoundContext, Technique, TrainPlan
+from fedmm.core.protocol import ClientContext, ModelNeeds, RoundContext, Technique, TrainPlan
 from fedmm.layerwise.schedule import StageSchedule, schedule_from, stages_needed
 
 if TYPE_CHECKING:
@@ -83,6 +85,15 @@ class LayerWise(Technique):
     """
 
     name: ClassVar[str] = "layerwise"
+    needs: ClassVar[ModelNeeds] = ModelNeeds(
+        layered_encoders=True,
+        why="it grows and trains them layer by layer",
+        hint='build the encoders with encoder kind "transformer" (or fedmm.layerwise.hf.HFTextEncoder)',
+    )
+    # train is intersected with what earlier techniques planned and keep extended; download and
+    # depth are the stage's, whatever was planned before.
+    writes: ClassVar[frozenset[str]] = frozenset({"train", "keep"})
+    overwrites: ClassVar[frozenset[str]] = frozenset({"download", "depth"})
 
     def __init__(
         self,
@@ -159,6 +170,9 @@ class LayerWise(Technique):
             "supervised": self.supervised,
             "contrastive_pair": None if self.contrastive_pair is None else list(self.contrastive_pair),
         }
+
+    def model_needs(self) -> ModelNeeds:
+        return ModelNeeds() if self.mode == "e2e" else self.needs  # e2e trains any model whole
 
     # -- the schedule ------------------------------------------------------------------------
     def _per_stage(self, layers: Mapping[str, int]) -> dict[str, int]:

@@ -66,19 +66,29 @@ def _key(combo: Sequence[str]) -> str:
 
 
 class _BudgetedSchedule(Technique):
-    """What the three schedules share: the per-client budget and the measured step costs."""
+    """What the three schedules share: the per-client budget and the measured step costs.
+
+    Each owns the plan's ``combinations``: one schedule per strategy, listed after any technique
+    that restricts a client's modalities (BMSFed's weak-modality picks), whose choice it keeps."""
+
+    owns: ClassVar[frozenset[str]] = frozenset({"combinations"})
 
     def __init__(self, budget: float = 1.0) -> None:
         # A positive fraction of Entire Update's compute (> 1 allowed: more than Entire Update).
         self.budget = number(self.name, "budget", budget, low=0, low_open=True)
         self._costs: CombinationCosts | None = None
 
-    def _held(self, ctx: RoundContext, client_id: int) -> tuple[str, ...]:
-        """The modalities a client reported prototypes for (all of them before its first report)."""
+    def _held(self, ctx: RoundContext, client_id: int, plan: TrainPlan) -> tuple[str, ...]:
+        """The modalities a client trains: those it reported prototypes for (all of them before its
+        first report), within those an earlier technique restricted the plan to (e.g. BMSFed's
+        weak-modality picks). The budget is then Entire Update's over these modalities."""
         names = tuple(m.name for m in ctx.modalities)
         report = ctx.reports.get(client_id, {})
-        held = tuple(m for m in names if COUNTS + m in report)
-        return held or names
+        held = tuple(m for m in names if COUNTS + m in report) or names
+        if plan.combinations and all(c.modalities is not None for c in plan.combinations):
+            allowed = {m for c in plan.combinations for m in c.modalities or ()}
+            held = tuple(m for m in held if m in allowed) or tuple(m for m in names if m in allowed)
+        return held
 
     def _entire_iterations(self, ctx: RoundContext, client_id: int, plan: TrainPlan) -> int:
         return entire_update_iterations(int(ctx.client_sizes[client_id]), plan.batch_size, plan.local_epochs)
@@ -120,7 +130,7 @@ class EntireUpdate(_BudgetedSchedule):
 
     def configure(self, ctx: RoundContext, client_id: int, plan: TrainPlan) -> TrainPlan:
         steps = max(1, math.floor(self.budget * self._entire_iterations(ctx, client_id, plan)))
-        held = self._held(ctx, client_id)
+        held = self._held(ctx, client_id, plan)
         return plan.replace(combinations=(Combination(held, steps),))
 
     def config(self) -> dict[str, Any]:
@@ -138,7 +148,7 @@ class PartialUpdate(_BudgetedSchedule):
         self.seed = integer(self.name, "seed", seed)
 
     def configure(self, ctx: RoundContext, client_id: int, plan: TrainPlan) -> TrainPlan:
-        held = self._held(ctx, client_id)
+        held = self._held(ctx, client_id, plan)
         combos = modality_combinations(held)
         rng = np.random.default_rng([self.seed, ctx.round, client_id])
         pick = combos[int(rng.integers(len(combos)))]
@@ -251,7 +261,7 @@ class FlexMod(_BudgetedSchedule):
     ) -> tuple[list[tuple[str, ...]], np.ndarray, np.ndarray, np.ndarray, float]:
         """``(combos, factors a_S, costs c_S, integer iterations τ_S, budget B)`` of one client."""
         assert self._signals is not None
-        held = self._held(ctx, client_id)
+        held = self._held(ctx, client_id, plan)
         combos = modality_combinations(held)
         costs = self._step_costs(ctx, combos, plan)
         iters = self._entire_iterations(ctx, client_id, plan)
@@ -269,7 +279,7 @@ class FlexMod(_BudgetedSchedule):
     def configure(self, ctx: RoundContext, client_id: int, plan: TrainPlan) -> TrainPlan:
         if self._signals is None:  # round 1: no statistics yet, an Entire Update round
             first = max(1, math.floor(self.budget * self._entire_iterations(ctx, client_id, plan)))
-            return plan.replace(combinations=(Combination(self._held(ctx, client_id), first),))
+            return plan.replace(combinations=(Combination(self._held(ctx, client_id, plan), first),))
         combos, factors, _, steps, _ = self.allocation(ctx, client_id, plan)
         order = [i for i in execution_order(combos, factors) if steps[i] > 0]
         for i, s in enumerate(combos):

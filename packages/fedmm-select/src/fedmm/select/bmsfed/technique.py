@@ -37,7 +37,14 @@ from fedmm.core.arguments import flag, integer, number, optional_integer
 from fedmm.core.embeddings import collect_embeddings
 from fedmm.core.errors import ConfigError
 from fedmm.core.maths.prototypes import class_prototypes, merge_prototypes, nearest_prototype_accuracy
-from fedmm.core.protocol import ClientContext, Combination, RoundContext, Technique, TrainPlan
+from fedmm.core.protocol import (
+    ClientContext,
+    Combination,
+    ModelNeeds,
+    RoundContext,
+    Technique,
+    TrainPlan,
+)
 from fedmm.select.bmsfed.losses import (
     EPS,
     client_imbalance_ratio,
@@ -122,6 +129,14 @@ class BMSFed(Technique):
 
     name: ClassVar[str] = "bmsfed"
     owns: ClassVar[frozenset[str]] = frozenset({"select_clients"})
+    needs: ClassVar[ModelNeeds] = ModelNeeds(
+        groups=("encoder.{m}", "fusion", "head"),
+        why="its weak-modality and single-modality clients train encoder.<m>, fusion and head",
+        hint="use core's late-fusion model",
+    )
+    # Its weak-modality and single-modality clients get these whatever was planned before, so a
+    # technique that sets them (a schedule's combinations, LayerWise's train) must come after it.
+    overwrites: ClassVar[frozenset[str]] = frozenset({"train", "combinations", "upload"})
 
     def __init__(
         self,

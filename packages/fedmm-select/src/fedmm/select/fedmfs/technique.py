@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import torch
@@ -35,7 +35,7 @@ from fedmm.core.arrays import model_groups
 from fedmm.core.data.types import MISSING_LABEL, Batch, ClientData, FederatedDataset
 from fedmm.core.maths.shapley import shapley_values
 from fedmm.core.models.model import ModelOutput, expand_groups
-from fedmm.core.protocol import ClientContext, RoundContext, Technique, TrainPlan
+from fedmm.core.protocol import BuiltModel, ClientContext, ModelNeeds, RoundContext, Technique, TrainPlan
 from fedmm.select.fedmfs.evaluation import fit_ensemble, modality_predictions
 from fedmm.select.fedmfs.model import modality_ensemble
 from fedmm.select.fedmfs.priority import check_parameters, priority, random_gamma, top_gamma
@@ -67,7 +67,13 @@ class FedMFS(Technique):
             top-γ encoders plus ``fusion``/``head`` are uploaded).
     """
 
-    name = "fedmfs"
+    name: ClassVar[str] = "fedmfs"
+    needs: ClassVar[ModelNeeds] = ModelNeeds(
+        groups=("encoder.{m}",), why="it uploads each modality's model as that group"
+    )
+    # model="ensemble": the paper's independent modality models, one group encoder.<m> each (no
+    # fusion, no head, no layered encoders); model="late_fusion" builds nothing.
+    builds: ClassVar[BuiltModel | None] = BuiltModel("a per-modality ensemble", groups=("encoder.{m}",))
 
     def __init__(
         self,
@@ -110,6 +116,9 @@ class FedMFS(Technique):
         }
 
     # -- set-up ------------------------------------------------------------------------------
+    def builds_model(self) -> BuiltModel | None:
+        return self.builds if self.model_kind == "ensemble" else None
+
     def create_model(self, data: FederatedDataset, options: Mapping[str, Any]) -> nn.Module | None:
         """The paper's independent per-modality models (``model="ensemble"``), built from the
         ``[model]`` section's ``encoders`` / ``encoder_options`` / ``embed_dim``; ``None`` keeps
