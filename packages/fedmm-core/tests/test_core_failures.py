@@ -22,7 +22,7 @@ from fedmm.core import ClientContext, FedAvg, Federation, RoundContext, Techniqu
 from fedmm.core.cli import main
 from fedmm.core.config import parse_config
 from fedmm.core.data.types import ClientData, FederatedDataset
-from fedmm.core.errors import RunFailedError
+from fedmm.core.errors import ConfigError, RunFailedError
 from fedmm.core.failures import ClientDrop, run_failure
 from fedmm.core.models import MultimodalModel
 from fedmm.core.protocol import ClientResult
@@ -104,12 +104,20 @@ def test_a_diverged_run_fails_with_its_drops_by_cause(
 def test_min_clients_above_the_selection_fails_and_says_so(
     small_data: FederatedDataset, small_model: MultimodalModel
 ) -> None:
-    history = _fed(small_data, small_model, min_clients=10).run(2, progress=False)
+    history = _fed(small_data, small_model, min_clients=4).run(2, progress=False)
     failure = history.failure()
     assert failure is not None and "all 2 rounds were skipped" in failure
     assert (
-        "no client was dropped: the rounds selected at most 3 client(s), fewer than min_clients=10" in failure
+        "no client was dropped: the rounds selected at most 3 client(s), fewer than min_clients=4" in failure
     )
+
+
+def test_min_clients_above_the_population_is_refused_before_any_round(
+    small_data: FederatedDataset, small_model: MultimodalModel
+) -> None:
+    # No selection can ever reach it: say so when the federation is built, not after every round.
+    with pytest.raises(ConfigError, match=r"min_clients=10 .* only 6 clients"):
+        _fed(small_data, small_model, min_clients=10)
 
 
 def test_one_round_lost_to_one_cause_fails_the_run_even_if_later_rounds_train(
@@ -193,9 +201,12 @@ def test_cli_exits_3_for_a_run_that_trained_nothing_and_keeps_its_files(
     (cause,) = summary["drop_causes"].values()
     assert cause["count"] == 9 and cause["rounds"] == [1, 2, 3]
 
-    code = main(["run", str(_config(tmp_path, "min_clients = 10")), "--run-dir", str(tmp_path / "r2"), "-q"])
+    code = main(["run", str(_config(tmp_path, "min_clients = 4")), "--run-dir", str(tmp_path / "r2"), "-q"])
     assert code == 3
-    assert "fewer than min_clients=10" in capsys.readouterr().err
+    assert "fewer than min_clients=4" in capsys.readouterr().err
+    code = main(["run", str(_config(tmp_path, "min_clients = 10")), "--run-dir", str(tmp_path / "r3"), "-q"])
+    assert code == 2
+    assert "[strategy].min_clients" in capsys.readouterr().err and not (tmp_path / "r3").exists()
 
 
 def test_run_config_raises_after_writing(tmp_path: Path) -> None:

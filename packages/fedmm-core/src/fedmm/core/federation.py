@@ -98,6 +98,12 @@ class Federation:
     ) -> None:
         if eval_every < 0:
             raise ConfigError(f"eval_every must be >= 0 (got {eval_every})")
+        if strategy.min_clients > data.num_clients:
+            # No selection can reach it: every round would be skipped and the run train nothing.
+            raise ConfigError(
+                f"[strategy].min_clients: min_clients={strategy.min_clients} but the data has only "
+                f"{data.num_clients} clients, so every round would be skipped; lower min_clients"
+            )
         self.model = model
         self.data = data
         self.strategy = strategy
