@@ -1,7 +1,7 @@
 """``BMSFed``: balanced modality selection as a fedmm technique.
 
-Reference: Fan, Xu, Wang, Huo, Chen & Guo, BMSFed (ECCV 2024, arXiv 2401.00403). Spec:
-``shared/methods/bmsfed.md``.
+Reference: Fan, Xu, Wang, Huo, Chen & Guo, BMSFed (ECCV 2024, arXiv 2401.00403). Method notes
+(what we do, where it departs from the paper): ``docs/methods/bmsfed.md``.
 
 Hooks:
 
