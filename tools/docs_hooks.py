@@ -4,6 +4,8 @@
   into the repository rewritten to site pages) followed by that package's measured figures, the
   ``## <dist>`` section of ``docs/benchmarks.md``;
 * ``configuration.md`` from the run-config JSON schema (``fedmm config-schema``);
+* in every page, links to a package README by its repository path (``../../packages/<dist>/README.md``,
+  as in ``docs/methods/*.md``, which works on GitHub) rewritten to that package's page;
 * every ``{{ NAME-<mode>.KEY }}`` in prose replaced by that figure (mean ± 95 % CI) of that file;
 * every ``<!-- results: NAME -->`` marker (in ``docs/benchmarks.md``, and so in the package pages)
   replaced by the tables of the committed result files ``docs/results/NAME-<mode>.json``
@@ -135,7 +137,10 @@ def render_results(text: str) -> str:
 
 
 def on_page_markdown(markdown: str, page: Any, config: Any, files: Any) -> str:
-    return render_results(markdown)
+    # A page in docs/ links a package README by its repository path (which works on GitHub);
+    # on the site that README is the generated package page.
+    depth = page.file.src_uri.count("/")
+    return render_results(_rewrite(markdown, depth))
 
 
 def _benchmark_sections() -> dict[str, str]:

@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fedmm.core.arrays import flatten, nbytes, validate_update, weighted_mean
+from fedmm.core.arrays import nbytes, validate_update, weighted_mean
 from fedmm.core.errors import UpdateError
 
 
@@ -51,11 +51,8 @@ def test_validate_update_errors() -> None:
         validate_update({"enc": {"v": np.zeros(2, np.float32)}}, ref)
 
 
-def test_nbytes_and_flatten() -> None:
-    g = _g(1, 2)
-    assert nbytes(g) == 3 * 4
-    assert flatten(g).tolist() == [1, 1, 2]
-    assert flatten(g, ["head"]).tolist() == [2]
+def test_nbytes() -> None:
+    assert nbytes(_g(1, 2)) == 3 * 4
 
 
 def test_weighted_mean_accumulates_in_float64() -> None:

@@ -100,8 +100,10 @@ def test_bad_parameters_raise_clear_config_errors(kwargs: dict[str, Any], match:
 
 def test_more_than_two_modalities_is_a_config_error() -> None:
     central = make_synthetic(80, num_classes=3, modalities=[("a", 4, 1.0), ("b", 4, 1.0), ("c", 4, 1.0)])
-    with pytest.raises(ConfigError, match="exactly two modalities"):
+    with pytest.raises(ConfigError, match="exactly two modalities") as err:
         _fed(federate(central, clients=4, seed=0), BMSFed(clients_per_round=2)).run(1, progress=False)
+    # It names the ways to restrict the data that exist: the config key and the loader argument.
+    assert "[data].modalities" in str(err.value) and "only_modalities=" in str(err.value)
 
 
 def test_first_round_asks_everyone_then_k_with_metrics_and_prototypes() -> None:

@@ -1,9 +1,11 @@
-"""fedmm.completion — FedMVP (Che, Wang, Liu, Ma, ECML-PKDD 2024, arXiv 2406.11048), in progress.
+"""fedmm.completion — FedMVP (Che, Wang, Liu, Ma, ECML-PKDD 2024, arXiv 2406.11048).
 
-Built so far: wrappers of the frozen foundation models (:mod:`fedmm.completion.foundation`), the
-retrieval completer (:class:`~fedmm.completion.completion.PoolCompleter`), the MCM / RAM losses,
-the model (frozen extractors + learnable joint encoder) and the technique with CKA aggregation;
-its benchmark does not reach the issue's +5 points over zero-filling yet (issue 8 stays open).
+The technique (:class:`~fedmm.completion.technique.FedMVP`: completion in ``prepare``, MCM and RAM
+losses, CKA aggregation), the retrieval completer
+(:class:`~fedmm.completion.completion.PoolCompleter`), the frozen foundation models
+(:mod:`fedmm.completion.foundation`: CLIP features, BLIP captioner, Stable Diffusion) and the model
+(frozen extractors + learnable joint encoder). Where it departs from the paper, and what its
+benchmark measures: ``docs/methods/fedmvp.md``.
 """
 
 from fedmm.completion.completion import PoolCompleter

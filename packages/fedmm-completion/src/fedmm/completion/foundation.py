@@ -10,7 +10,8 @@ FedMVP (arXiv 2406.11048) gives every client a set of large *pretrained* models 
   :func:`coarse_prompt`) with fine details ("coarse-to-fine prompt augmentation", spec section 3.1).
 - :class:`TextToImage` wraps a ``diffusers`` ``StableDiffusionPipeline`` (our offline stand-in for
   DALL-E 2). It completes a sample whose *image* is missing from a prompt (coarse class template + the
-  available caption), and it builds the server's synthetic probe set used for CKA aggregation.
+  available caption). (The paper also generates the server's CKA probe set from class prompts;
+  here the probe is the server's real public split, see :class:`~fedmm.completion.technique.FedMVP`.)
 
 Why frozen: these models are never trained and never communicated. Their parameters are not parameter
 groups of the federated model, so they never appear in a client's update or in the global state; every

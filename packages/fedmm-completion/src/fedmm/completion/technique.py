@@ -1,5 +1,6 @@
 """``FedMVP``: complete missing modalities with frozen models, train a joint encoder with MCM and
-RAM, aggregate by CKA similarity (Che, Wang, Liu, Ma, arXiv 2406.11048; spec ``shared/methods/fedmvp.md``).
+RAM, aggregate by CKA similarity (Che, Wang, Liu, Ma, arXiv 2406.11048; method notes
+``docs/methods/fedmvp.md``).
 
 Hooks:
 

@@ -51,15 +51,6 @@ def nbytes(arrays: Mapping[str, Mapping[str, np.ndarray]]) -> int:
     return int(sum(a.nbytes for group in arrays.values() for a in group.values()))
 
 
-def flatten(
-    arrays: Mapping[str, Mapping[str, np.ndarray]], groups: Sequence[str] | None = None
-) -> np.ndarray:
-    """One float vector of the given groups (e.g. an update vector for gradient diversity)."""
-    names = list(arrays) if groups is None else list(groups)
-    parts = [np.asarray(a, dtype=np.float64).ravel() for g in names for a in arrays[g].values()]
-    return np.concatenate(parts) if parts else np.zeros(0)
-
-
 def validate_update(
     update: Mapping[str, Mapping[str, np.ndarray]], reference: Mapping[str, Mapping[str, np.ndarray]]
 ) -> None:

@@ -156,9 +156,6 @@ class Ledger:
         self.records: list[ClientCost] = list(records)
         self.server: list[ServerCost] = list(server)
 
-    def add(self, cost: ClientCost) -> None:
-        self.records.append(cost)
-
     def extend(self, costs: Iterable[ClientCost]) -> None:
         self.records.extend(costs)
 
@@ -184,9 +181,6 @@ class Ledger:
 
     def totals(self) -> dict[str, float]:
         return self._totals(self.records, self.server)
-
-    def by_client(self, client_id: int) -> list[ClientCost]:
-        return [r for r in self.records if r.client_id == client_id]
 
     @staticmethod
     def _totals(records: Iterable[ClientCost], server: Iterable[ServerCost] = ()) -> dict[str, float]:

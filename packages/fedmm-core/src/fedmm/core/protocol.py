@@ -570,10 +570,6 @@ class Strategy:
         """Refuse a model (its parameter ``groups``) that lacks what a technique needs."""
         check_model(self.techniques, modalities, groups)
 
-    # -- client steps ------------------------------------------------------------------------
-    def client_hooks(self, name: str) -> list[Technique]:
-        return [t for t in self.techniques if _overrides(t, name)]
-
     # -- checkpointing -----------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         return {f"{i}:{t.name}": t.state_dict() for i, t in enumerate(self.techniques)}

@@ -1,7 +1,8 @@
 """``LayerWise``: LW-FedMML, Prog-FedMML and end-to-end FedMML as one fedmm technique.
 
 Reference: Tun, Thwal, Huh, Hong et al., "Resource-Efficient Federated Multimodal Learning via
-Layer-wise and Progressive Training" (arXiv 2407.15426). Spec: ``shared/methods/layerwise.md``.
+Layer-wise and Progressive Training" (arXiv 2407.15426). Method notes (what we do, where it
+departs from the paper): ``docs/methods/layerwise.md``.
 
 Every layered encoder (core's ``transformer`` encoder, or :class:`~fedmm.layerwise.hf.HFTextEncoder`;
 groups ``encoder.<m>.embed``, ``encoder.<m>.<i>``, ``encoder.<m>.norm``, ``encoder.<m>.proj``)

@@ -176,20 +176,12 @@ class Batch:
     def __len__(self) -> int:
         return int(self.labels.shape[0])
 
-    def mask_of(self, modality: str) -> torch.Tensor:
-        return self.present[:, self.modalities.index(modality)]
-
     def present_for(self, active: Iterable[str] | None = None) -> torch.Tensor:
         """The presence mask with every modality outside ``active`` marked missing (None = all)."""
         if active is None:
             return self.present
         keep = set(active)
         return self.present & torch.tensor([m in keep for m in self.modalities], dtype=torch.bool)
-
-    def restrict(self, modalities: Sequence[str]) -> Batch:
-        """The same batch with every modality outside ``modalities`` marked missing."""
-        keep = torch.tensor([m in modalities for m in self.modalities], dtype=torch.bool)
-        return replace(self, present=self.present & keep)
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """FlexMod's allocation of local iterations to modality combinations (pure functions).
 
 Reference: Bian, Wang, Xu, "Prioritizing Modalities: Flexible Importance Scheduling in Federated
-Multimodal Learning" (FlexMod, arXiv 2408.06549); spec ``shared/methods/flexmod.md`` §3.5–3.6.
+Multimodal Learning" (FlexMod, arXiv 2408.06549); method notes ``docs/methods/flexmod.md``.
 
 For each client and round, with β from the agent:
 

@@ -1,7 +1,8 @@
 """``FlexMod`` (importance-aware modality scheduling) and the Entire / Partial Update baselines.
 
 Reference: Bian, Wang, Xu, "Prioritizing Modalities: Flexible Importance Scheduling in Federated
-Multimodal Learning" (arXiv 2408.06549). Spec: ``shared/methods/flexmod.md``.
+Multimodal Learning" (arXiv 2408.06549). Method notes (what we do, where it departs from the
+paper): ``docs/methods/flexmod.md``.
 
 Per round (hooks):
 

@@ -1,7 +1,7 @@
 """``BMSFed``: balanced modality selection as a fedmm technique.
 
-Reference: Fan, Xu, Wang, Huo, Chen & Guo, BMSFed (ECCV 2024, arXiv 2401.00403). Spec:
-``shared/methods/bmsfed.md``.
+Reference: Fan, Xu, Wang, Huo, Chen & Guo, BMSFed (ECCV 2024, arXiv 2401.00403). Method notes
+(what we do, where it departs from the paper): ``docs/methods/bmsfed.md``.
 
 Hooks:
 
@@ -90,7 +90,8 @@ def _modality_names(modalities: Sequence[ModalitySpec]) -> tuple[str, str]:
     if len(names) != 2:
         raise ConfigError(
             f"BMSFed supports exactly two modalities (as in the paper); this dataset has {len(names)} "
-            f"({', '.join(names)}). Restrict it with modalities=[...] or use another selection technique."
+            f"({', '.join(names)}). Keep two with [data].modalities = [...] in the config "
+            "(datasets.load(..., only_modalities=[...]) in Python) or use another selection technique."
         )
     return names[0], names[1]
 
