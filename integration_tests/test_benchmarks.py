@@ -46,6 +46,7 @@ def test_benchmark_states_its_protocol(name: str) -> None:
     assert bench.headline, f"{name}: no headline keys for the docs"
 
 
+@pytest.mark.integration  # every benchmark end to end (minutes; the engines one starts Flower)
 @pytest.mark.parametrize("name", NAMES)
 def test_benchmark_smoke_run_on_two_seeds(name: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["bench", name, "--smoke", "--seeds", "0,1", "-q"]) == 0

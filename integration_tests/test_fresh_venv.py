@@ -1,7 +1,7 @@
 """Each package installs alone with plain pip (core + itself, from the repo paths) into a fresh
 venv, imports no sibling, and its README example runs there.
 
-Slow (minutes: a real pip install), so marked ``slow``: ``uv run pytest -m slow integration_tests``.
+Slow (minutes: a real pip install): the integration tier, ``uv run pytest -m integration``.
 On the project machines plain pip would otherwise pick a multi-GB CUDA torch: ``torch==2.13.0``
 (a local CPU wheel there) is requested alongside, as the developers' guide says.
 """
@@ -20,7 +20,7 @@ PACKAGES = sorted(p.name for p in (ROOT / "packages").iterdir() if (p / "pyproje
 TORCH = "torch==2.13.0"
 
 
-@pytest.mark.slow
+@pytest.mark.integration
 @pytest.mark.parametrize("package", PACKAGES)
 def test_package_installs_alone_and_its_readme_runs(package: str, tmp_path: Path) -> None:
     env = tmp_path / "venv"

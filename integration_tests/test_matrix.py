@@ -1,4 +1,5 @@
-"""The technique matrix: every registered technique alone and in pairs (triples: ``-m slow``).
+"""The technique matrix: every registered technique alone and in pairs (triples and the Flower runs:
+``-m integration``).
 
 A technique joins by registering itself (entry point group ``fedmm.techniques``). Every
 technique is built with its defaults, on one small recipe that suits them all: synthetic data
@@ -172,7 +173,7 @@ def test_every_listed_refusal_is_of_registered_techniques() -> None:
     assert {n for pair in REFUSED for n in pair} <= set(REGISTERED)
 
 
-# Pairs also run on Flower's simulation engine in the default suite (each alone: ``-m slow``).
+# Pairs and each technique alone also run on Flower's simulation engine (Ray): the integration tier.
 FLOWER_PAIRS = [
     ("bmsfed", "entire_update"),
     ("bmsfed", "layerwise"),
@@ -198,18 +199,19 @@ def _same_on_flower(names: tuple[str, ...]) -> None:
             assert abs(a[key] - b[key]) <= 1e-4, (names, a["round"], key, a[key], b[key])
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("pair", FLOWER_PAIRS, ids="+".join)
 def test_pairs_give_the_same_metrics_on_flower(pair: tuple[str, str]) -> None:
     _same_on_flower(pair)
 
 
-@pytest.mark.slow
+@pytest.mark.integration
 @pytest.mark.parametrize("name", REGISTERED)
 def test_each_technique_gives_the_same_metrics_on_flower(name: str) -> None:
     _same_on_flower((name,))
 
 
-@pytest.mark.slow
+@pytest.mark.integration
 @pytest.mark.parametrize("triple", list(itertools.combinations(REGISTERED, 3)), ids="+".join)
 def test_triples_run_or_refuse_as_documented(triple: tuple[str, str, str]) -> None:
     # A triple refuses exactly when one of its pairs does, with one of those pairs' errors.

@@ -9,7 +9,11 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 from safetensors.numpy import load_file
+
+# A run in a subprocess killed mid-round: the integration tier (`pytest -m integration`).
+pytestmark = pytest.mark.integration
 
 CONFIG = """
 [run]

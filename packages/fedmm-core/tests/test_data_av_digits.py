@@ -145,7 +145,7 @@ def test_build_returns_cache_and_rebuilds(cache_root: Path, monkeypatch: pytest.
     assert other != path and len(calls) == 30
 
 
-@pytest.mark.slow
+@pytest.mark.integration
 @needs_espeak
 def test_default_modalities_are_unequal_and_complementary() -> None:
     """The documented difficulty (see the module docstring): image > audio, both > image."""

@@ -27,6 +27,9 @@ from fedmm.core.flower.codec import (
     unpack,
 )
 
+# Ray actors and Flower's simulation engine: the integration tier (`pytest -m integration`).
+pytestmark = pytest.mark.integration
+
 METRICS = ("accuracy", "loss", "train_loss")
 
 

@@ -20,6 +20,9 @@ from fedmm.core.errors import FedmmError
 from fedmm.core.flower.local import LocalDeployment, write_app
 from fedmm.core.runner import build_federation
 
+# SuperLink, SuperNodes and ServerApp processes: the integration tier (`pytest -m integration`).
+pytestmark = pytest.mark.integration
+
 CONFIG = """
 [run]
 name = "deployment"
