@@ -76,16 +76,26 @@ def _init_ray(num_cpus: int | None) -> None:
         return
     # The actors must import this process's modules (Flower's backend does the same).
     pythonpath = os.pathsep.join(p for p in sys.path if p)
-    if os.environ.get("PYTHONPATH"):
-        pythonpath += os.pathsep + os.environ["PYTHONPATH"]
+    before = os.environ.get("PYTHONPATH")
+    if before:
+        pythonpath += os.pathsep + before
+    # The raylet (and the workers it forks) start inside ray.init and inherit the environment;
+    # afterwards the caller's own PYTHONPATH comes back, so a later subprocess of the user's (a
+    # pip in a fresh venv, say) does not see this interpreter's site-packages.
     os.environ["PYTHONPATH"] = pythonpath
-    ray.init(
-        num_cpus=num_cpus,
-        include_dashboard=False,
-        log_to_driver=False,
-        logging_level=logging.WARNING,
-        runtime_env={"env_vars": {"PYTHONPATH": pythonpath}},
-    )
+    try:
+        ray.init(
+            num_cpus=num_cpus,
+            include_dashboard=False,
+            log_to_driver=False,
+            logging_level=logging.WARNING,
+            runtime_env={"env_vars": {"PYTHONPATH": pythonpath}},
+        )
+    finally:
+        if before is None:
+            os.environ.pop("PYTHONPATH", None)
+        else:
+            os.environ["PYTHONPATH"] = before
 
 
 def simulate(
