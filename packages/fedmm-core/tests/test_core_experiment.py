@@ -288,3 +288,47 @@ def test_cli_bench_resume_keeps_saved_seeds_and_cleans_up(
     assert not folder.exists()
     assert main(["bench", "core-scale", "--smoke", "--resume"]) == 2
     assert "-o FILE" in capsys.readouterr().err
+
+
+ISOLATED_MODULE = """
+import os
+from fedmm.core.experiment import Benchmark
+
+SEEN = []  # what earlier seeds left in this process
+
+
+def _seed(run):
+    SEEN.append(run.seed)
+    return {"pid": os.getpid(), "seen_before": len(SEEN) - 1, "value": float(run.seed)}
+
+
+ISOLATED = Benchmark("isolated-toy", _seed, isolate_seeds=True, protocol="1")
+"""
+
+
+@pytest.mark.integration  # five interpreters, each importing torch
+def test_isolated_seeds_each_run_in_a_fresh_process_and_resume(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import importlib
+    import os
+    import sys
+
+    (tmp_path / "isolated_toy_bench.py").write_text(ISOLATED_MODULE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")]))
+    module = importlib.import_module("isolated_toy_bench")
+    try:
+        folder = tmp_path / "ck"
+        out = module.ISOLATED(mode="smoke", seeds="0-2", checkpoint=folder)
+        pids = out["pid_per_seed"]
+        assert len(set(pids)) == 3 and os.getpid() not in pids  # one new process per seed
+        assert out["seen_before"] == 0.0  # nothing left over from an earlier seed
+        assert out["value_per_seed"] == [0.0, 1.0, 2.0] and module.SEEN == []
+        # Resuming takes the saved seeds and runs only the new one, again in its own process.
+        again = module.ISOLATED(mode="smoke", seeds="0-3", checkpoint=folder, resume=True)
+        assert again["resumed_seeds"] == [0, 1, 2] and again["pid_per_seed"][:3] == pids
+        # Without a checkpoint folder the records meet in a temporary one.
+        assert module.ISOLATED(mode="smoke", seeds="5")["value"] == 5.0
+    finally:
+        sys.modules.pop("isolated_toy_bench", None)

@@ -33,6 +33,7 @@ import platform
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -143,6 +144,9 @@ class Benchmark:
     setup: Callable[[SeedRun], Any] | None = None
     protocol: str = "1"
     draws_plots: bool = False
+    # Run each seed in a fresh Python process (a memory benchmark: what one seed leaves allocated
+    # must not count in the next seed's figures). The records meet in the checkpoint folder.
+    isolate_seeds: bool = False
 
     def __call__(
         self,
@@ -186,8 +190,14 @@ class Benchmark:
         torch.set_num_threads(1)  # small models: one thread per process is fastest on few cores
         start = time.perf_counter()
         todo = [s for s in chosen if s not in saved]
-        shared = self.setup(SeedRun(todo[0], mode, plots, progress)) if self.setup and todo else None
         done: dict[int, _SeedResult] = dict(saved)
+        if self.isolate_seeds and not _in_seed_process() and todo:
+            with tempfile.TemporaryDirectory(prefix=f"fedmm-{self.name}-") as scratch:
+                own = store or _SeedStore(Path(scratch), self.name, mode, self.protocol)
+                for seed in bar(todo, enabled=progress, desc=f"{self.name} seeds", unit="seed"):
+                    done[seed] = self._run_in_fresh_process(seed, mode, own)
+            todo = []
+        shared = self.setup(SeedRun(todo[0], mode, plots, progress)) if self.setup and todo else None
         for seed in bar(todo, enabled=progress, desc=f"{self.name} seeds", unit="seed"):
             run = SeedRun(seed, mode, plots, progress, shared)
             record = dict(self.run_seed(run))
@@ -224,12 +234,45 @@ class Benchmark:
             out["seed_meta"] = {str(s): store.meta(s) for s in chosen} if store is not None else {}
         return _json_safe(out)
 
+    def _run_in_fresh_process(self, seed: int, mode: Mode, store: _SeedStore) -> _SeedResult:
+        """Run one seed in a new interpreter that saves its record into ``store``'s folder."""
+        env = {**os.environ, _SEED_PROCESS: "1"}
+        args = [self.run_seed.__module__, self.name, mode, str(seed), str(store.folder)]
+        code = (
+            "import sys; from fedmm.core.experiment import _seed_process_main; "
+            "_seed_process_main(sys.argv[1:])"
+        )
+        done = subprocess.run([sys.executable, "-c", code, *args], env=env, capture_output=True, text=True)
+        if done.returncode != 0:
+            tail = (done.stderr or done.stdout).strip().splitlines()[-15:]
+            raise RuntimeError(f"{self.name}: seed {seed} failed in its own process:\n" + "\n".join(tail))
+        return store.load([seed], resume=True)[seed]
+
     def default_seeds(self, mode: Mode) -> tuple[int, ...]:
         if mode == "full":
             return self.full_seeds
         if mode == "smoke":
             return self.quick_seeds[:2]
         return self.quick_seeds
+
+
+_SEED_PROCESS = "FEDMM_BENCH_SEED_PROCESS"
+
+
+def _in_seed_process() -> bool:
+    return os.environ.get(_SEED_PROCESS) == "1"
+
+
+def _seed_process_main(argv: Sequence[str]) -> None:
+    """Entry of a seed's own process: find the benchmark in its module and run that one seed."""
+    import importlib
+
+    module, name, mode, seed, folder = argv
+    members = vars(importlib.import_module(module)).values()
+    found = [b for b in members if isinstance(b, Benchmark) and b.name == name]
+    if not found:
+        raise SystemExit(f"no benchmark {name!r} in module {module}")
+    found[0](mode=mode, seeds=[int(seed)], checkpoint=folder, resume=True)  # type: ignore[arg-type]
 
 
 class _SeedStore:
