@@ -232,7 +232,7 @@ class Benchmark:
             # Seeds taken from the checkpoint ran earlier, perhaps at another commit: say which.
             out["resumed_seeds"] = sorted(saved)
             out["seed_meta"] = {str(s): store.meta(s) for s in chosen} if store is not None else {}
-        return _json_safe(out)
+        return _plain(out, strict=True)
 
     def _run_in_fresh_process(self, seed: int, mode: Mode, store: _SeedStore) -> _SeedResult:
         """Run one seed in a new interpreter that saves its record into ``store``'s folder."""
@@ -348,14 +348,17 @@ class _SeedStore:
         return self._meta.get(seed, {})
 
 
-def _plain(value: Any) -> Any:
-    """numpy scalars → Python numbers, tuples → lists, recursively (NaN kept)."""
+def _plain(value: Any, *, strict: bool = False) -> Any:
+    """numpy scalars → Python numbers, tuples → lists, recursively; ``strict`` also turns NaN/inf
+    into None (strict JSON), else they are kept (a checkpointed seed aggregates like a fresh one)."""
     if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
+        return {str(k): _plain(v, strict=strict) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
+        return [_plain(v, strict=strict) for v in value]
     if hasattr(value, "item") and callable(value.item) and getattr(value, "ndim", 1) == 0:
-        return value.item()
+        value = value.item()
+    if strict and isinstance(value, float) and not math.isfinite(value):
+        return None
     return value
 
 
@@ -379,19 +382,6 @@ def unequal_budgets(record: Mapping[str, Any], arms: Mapping[str, _ArmInfo]) -> 
                 continue
             out.append({"arm": name, "baseline": base, "measure": measure, "ratio": ratio})
     return out
-
-
-def _json_safe(value: Any) -> Any:
-    """NaN/inf → None (strict JSON), numpy scalars → Python numbers, recursively."""
-    if isinstance(value, dict):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    if hasattr(value, "item") and callable(value.item) and getattr(value, "ndim", 1) == 0:
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
 
 
 # -- curves -----------------------------------------------------------------------------------
