@@ -14,7 +14,7 @@ from fedmm.core import FedAvg, Federation, datasets
 from fedmm.core.arrays import get_arrays
 from fedmm.core.data.types import FederatedDataset
 from fedmm.core.errors import ConfigError
-from fedmm.core.protocol import ClientResult, RoundContext
+from fedmm.core.protocol import ClientResult
 
 
 @pytest.fixture(scope="module")
@@ -101,8 +101,7 @@ def test_cka_weights_are_uniform_for_identical_clients_and_lowest_for_a_stranger
 ) -> None:
     model = _model(data)
     fed = Federation(model, data, FedAvg(), seed=0)
-    ctx: RoundContext = fed.context(1)
-    ctx.previous_arrays = fed.global_arrays
+    ctx = fed.context(1).with_results(())
     tech = FedMVP(probe=data.validation)
     same = ClientResult(0, 10, get_arrays(model), {}, {}, {}, None)  # type: ignore[arg-type]
     weights = tech.client_weights(ctx, [same, same, same])

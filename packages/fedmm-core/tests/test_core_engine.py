@@ -104,7 +104,7 @@ class WrongShape(Technique):
 def test_wrong_shape_update_is_dropped(
     small_data: FederatedDataset, small_model: MultimodalModel, monkeypatch: Any
 ) -> None:
-    import fedmm.core.federation as F
+    import fedmm.core.engine as F
 
     real = F.client_round
 

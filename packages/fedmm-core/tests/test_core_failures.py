@@ -9,23 +9,24 @@ line per round; bars only on a terminal; ``-q`` silences every bar.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import logging
 import warnings
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from fedmm.core import ClientContext, FedAvg, Federation, RoundContext, Technique, TrainPlan, console
+from fedmm.core import ClientContext, FedAvg, Federation, Technique, console
 from fedmm.core.cli import main
 from fedmm.core.config import parse_config
 from fedmm.core.data.types import ClientData, FederatedDataset
+from fedmm.core.engine import InProcessEngine, TrainOutcome, TrainRequest
 from fedmm.core.errors import ConfigError, RunFailedError
 from fedmm.core.failures import ClientDrop, run_failure
 from fedmm.core.models import MultimodalModel
-from fedmm.core.protocol import ClientResult
+from fedmm.core.round import NOT_REPORTED
 
 CONFIG = """
 [run]
@@ -166,16 +167,52 @@ def test_mixed_causes_in_one_round_do_not_fail_a_run_that_trained() -> None:
     assert run_failure([two, rows[1]]) is not None
 
 
-def test_a_trainer_that_only_counts_drops_still_counts(
+class _SilentEngine:
+    """An engine that runs the first planned client and says nothing about the others."""
+
+    def __init__(self, inner: InProcessEngine) -> None:
+        self.inner = inner
+
+    def train(self, request: TrainRequest) -> TrainOutcome:
+        first = next(iter(request.plans))
+        return self.inner.train(dataclasses.replace(request, plans={first: request.plans[first]}))
+
+
+def test_clients_an_engine_says_nothing_about_are_dropped_with_that_cause(
     small_data: FederatedDataset, small_model: MultimodalModel
 ) -> None:
-    def counting(ctx: RoundContext, plans: Mapping[int, TrainPlan]) -> tuple[list[ClientResult], int]:
-        return [], len(plans)
+    fed = _fed(small_data, small_model)
+    history = fed.run(1, progress=False, engine=_SilentEngine(fed.in_process_engine()))
+    row = history.rounds[0]
+    assert row["selected"] == 3 and row["dropped"] == 2 and row["skipped"] is False
+    (cause,) = row["drop_causes"].values()
+    assert cause["count"] == 2 and cause["error"] == NOT_REPORTED
 
-    history = _fed(small_data, small_model).run(1, progress=False, trainer=counting)
-    assert history.rounds[0]["dropped"] == 3
-    failure = history.failure()
-    assert failure is not None and "unknown cause" in failure
+
+def test_an_update_that_does_not_fit_is_dropped_on_every_engine(
+    small_data: FederatedDataset, small_model: MultimodalModel
+) -> None:
+    """The round, not the engine, checks updates: an engine returning a bad one loses that client."""
+
+    class Corrupting(_SilentEngine):
+        def train(self, request: TrainRequest) -> TrainOutcome:
+            out = self.inner.train(request)
+            bad = out.results[0]
+            group = next(iter(bad.update))
+            key = next(iter(bad.update[group]))
+            update = {**bad.update, group: {**bad.update[group], key: bad.update[group][key][:1]}}
+            return TrainOutcome((dataclasses.replace(bad, update=update), *out.results[1:]), out.drops)
+
+    fed = _fed(small_data, small_model)
+    row = fed.run(1, progress=False, engine=Corrupting(fed.in_process_engine())).rounds[0]
+    assert row["dropped"] == 1
+    (cause,) = row["drop_causes"].values()
+    assert cause["error"].startswith("UpdateError:") and "differs from the global" in cause["error"]
+
+
+def test_engine_must_be_an_engine(small_data: FederatedDataset, small_model: MultimodalModel) -> None:
+    with pytest.raises(ConfigError, match="an Engine object"):
+        _fed(small_data, small_model).run(1, progress=False, engine=object())  # type: ignore[arg-type]
 
 
 def test_numbers_are_normalised_but_names_kept() -> None:
@@ -223,16 +260,18 @@ def test_run_config_raises_after_writing(tmp_path: Path) -> None:
 def test_a_failed_seed_fails_the_run_after_the_others_are_written(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real = Federation.train_clients
+    class OutOfMemory:
+        def train(self, request: TrainRequest) -> TrainOutcome:
+            return TrainOutcome(
+                (), tuple(ClientDrop(c, "RuntimeError: out of memory") for c in request.plans)
+            )
 
-    def seed_1_breaks(
-        self: Federation, ctx: RoundContext, plans: Mapping[int, TrainPlan]
-    ) -> tuple[list[ClientResult], list[ClientDrop]]:
-        if self.seed == 1:
-            return [], [ClientDrop(cid, "RuntimeError: out of memory") for cid in plans]
-        return real(self, ctx, plans)
+    real = Federation.in_process_engine
 
-    monkeypatch.setattr(Federation, "train_clients", seed_1_breaks)
+    def seed_1_breaks(self: Federation) -> Any:
+        return OutOfMemory() if self.seed == 1 else real(self)
+
+    monkeypatch.setattr(Federation, "in_process_engine", seed_1_breaks)
     run_dir = tmp_path / "seeds"
     code = main(["run", str(_config(tmp_path)), "--seeds", "0-2", "--run-dir", str(run_dir), "--rounds", "2"])
     out, err = capsys.readouterr()

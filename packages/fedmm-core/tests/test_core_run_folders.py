@@ -15,6 +15,7 @@ from fedmm.core import checkpoint as ckpt
 from fedmm.core import runner
 from fedmm.core.cli import main
 from fedmm.core.config import load_config
+from fedmm.core.engine import Engine
 from fedmm.core.errors import CheckpointError, ConfigError, FedmmError
 from fedmm.core.federation import Federation
 
@@ -385,10 +386,10 @@ def test_a_failed_resume_keeps_the_folder(
 def _interrupt_at(monkeypatch: pytest.MonkeyPatch, stop_round: int) -> None:
     run_round = Federation.run_round
 
-    def interrupted(self: Federation, round_: int) -> dict[str, object]:
+    def interrupted(self: Federation, round_: int, engine: Engine | None = None) -> dict[str, object]:
         if round_ == stop_round:
             raise KeyboardInterrupt
-        return run_round(self, round_)
+        return run_round(self, round_, engine)
 
     monkeypatch.setattr(Federation, "run_round", interrupted)
 
@@ -441,11 +442,11 @@ def test_ctrl_c_of_a_multi_seed_run_names_the_seeds_command(
     calls = {"n": 0}
     run_round = Federation.run_round
 
-    def interrupted(self: Federation, round_: int) -> dict[str, object]:
+    def interrupted(self: Federation, round_: int, engine: Engine | None = None) -> dict[str, object]:
         calls["n"] += 1
         if calls["n"] == 5:  # seed 1, round 2
             raise KeyboardInterrupt
-        return run_round(self, round_)
+        return run_round(self, round_, engine)
 
     monkeypatch.setattr(Federation, "run_round", interrupted)
     assert main(["run", str(cfg), "--seeds", "0-1", "--run-dir", str(multi), "-q"]) == 130

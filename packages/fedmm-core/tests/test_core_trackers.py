@@ -138,7 +138,7 @@ def test_a_run_that_fails_marks_its_mlflow_run_failed(
     monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # a file store of the user's own choice
     monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
 
-    def boom(self: Federation, round_: int) -> dict[str, Any]:
+    def boom(self: Federation, round_: int, engine: object = None) -> dict[str, Any]:
         raise RuntimeError("client crashed")
 
     monkeypatch.setattr(Federation, "run_round", boom)

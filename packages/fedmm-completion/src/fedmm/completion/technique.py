@@ -38,6 +38,7 @@ from fedmm.core.protocol import (
     BuiltModel,
     ClientContext,
     ClientResult,
+    ResultsContext,
     RoundContext,
     Technique,
     TrainPlan,
@@ -311,12 +312,16 @@ class FedMVP(Technique):
         return terms
 
     # -- server --------------------------------------------------------------------------------
-    def client_weights(self, ctx: RoundContext, results: Sequence[ClientResult]) -> np.ndarray:
+    def client_weights(self, ctx: ResultsContext, results: Sequence[ClientResult]) -> np.ndarray:
         """CKA degree-centrality weights of ``results`` (the clients' models on the probe set)."""
         if self.probe is None:
             raise ConfigError(
                 "fedmvp: CKA aggregation needs a probe set: pass probe= (e.g. the server's validation "
                 "split) or let FedMVP build the model (create_model) from data with a validation split"
+            )
+        if ctx.model_factory is None:
+            raise ConfigError(
+                "fedmvp: CKA aggregation needs a server-side model, which this engine does not give"
             )
         reps = []
         idx = np.arange(len(self.probe))
@@ -328,14 +333,14 @@ class FedMVP(Technique):
             reps.append(out.fused.numpy())
         return np.asarray(cka_aggregation_weights(reps, normalize_rows=True), dtype=np.float64)
 
-    def aggregate(self, ctx: RoundContext, results: Sequence[ClientResult]) -> GroupedArrays | None:
+    def aggregate(self, ctx: ResultsContext, results: Sequence[ClientResult]) -> GroupedArrays | None:
         if self.aggregation != "cka":
             return None
         weights = self.client_weights(ctx, results)
         self.last_weights = weights
         return weighted_mean([r.update for r in results], weights.tolist(), ctx.previous_arrays)
 
-    def after_round(self, ctx: RoundContext, metrics: dict[str, Any]) -> None:
+    def after_round(self, ctx: ResultsContext, metrics: dict[str, Any]) -> None:
         if self.last_weights is not None and len(self.last_weights):
             metrics["fedmvp/cka_weight_min"] = float(self.last_weights.min())
             metrics["fedmvp/cka_weight_max"] = float(self.last_weights.max())

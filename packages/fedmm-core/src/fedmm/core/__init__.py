@@ -9,6 +9,7 @@ in-process engine and CLI.
 
 from fedmm.core import datasets, models
 from fedmm.core.arrays import GroupedArrays
+from fedmm.core.engine import Engine, InProcessEngine, TrainOutcome, TrainRequest
 from fedmm.core.errors import (
     CheckpointError,
     ConfigError,
@@ -26,6 +27,7 @@ from fedmm.core.protocol import (
     ClientResult,
     Combination,
     FedAvg,
+    ResultsContext,
     RoundContext,
     Strategy,
     Technique,
@@ -44,19 +46,24 @@ __all__ = [
     "ConfigError",
     "DataError",
     "DataFileError",
+    "Engine",
     "FedAvg",
     "Federation",
     "FedmmError",
     "GroupedArrays",
     "History",
+    "InProcessEngine",
     "Ledger",
     "MissingDependencyError",
+    "ResultsContext",
     "RoundContext",
     "RunFailedError",
     "ServerCost",
     "Strategy",
     "Technique",
+    "TrainOutcome",
     "TrainPlan",
+    "TrainRequest",
     "UpdateError",
     "datasets",
     "fedavg",

@@ -33,7 +33,7 @@ def _shorten(text: str) -> str:
 class ClientDrop:
     """One client dropped from a round: its id and the error that dropped it ("Type: message")."""
 
-    client_id: int | None  # None: a trainer that only counted its drops
+    client_id: int | None  # None: not known (rows written before drops named their client)
     error: str
 
     @classmethod

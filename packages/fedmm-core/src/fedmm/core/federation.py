@@ -10,49 +10,33 @@ from __future__ import annotations
 
 import copy
 import logging
-import math
 import os
-import time
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import numpy as np
 from torch import nn
 
 from fedmm.core import checkpoint as ckpt
-from fedmm.core.arrays import GroupedArrays, get_arrays, model_groups, set_arrays, validate_update
-from fedmm.core.client import StepMeter, client_round, derive_seed
+from fedmm.core.arrays import GroupedArrays, get_arrays, model_groups, set_arrays
+from fedmm.core.client import StepMeter, derive_seed
 from fedmm.core.console import RoundProgress
 from fedmm.core.data.types import FederatedDataset
+from fedmm.core.engine import Engine, InProcessEngine
 from fedmm.core.errors import CheckpointError, ConfigError, FedmmError
-from fedmm.core.evaluate import evaluate
-from fedmm.core.failures import UNKNOWN, ClientDrop, describe_causes, drop_causes, run_failure
-from fedmm.core.ledger import Ledger, ServerCost
-from fedmm.core.measure import measure_step
-from fedmm.core.models.model import deepest, set_depth
-from fedmm.core.protocol import ClientResult, RoundContext, Strategy, Technique, TrainPlan
-
-# Runs one round's planned clients: (ctx, {client id: plan}) -> (surviving results, drops). The
-# drops are ClientDrop records (who, and the error); a bare count is accepted, its cause unknown.
-ClientTrainer = Callable[
-    [RoundContext, Mapping[int, TrainPlan]], tuple[list[ClientResult], list[ClientDrop] | int]
-]
+from fedmm.core.failures import run_failure
+from fedmm.core.ledger import Ledger
+from fedmm.core.models.model import set_depth
+from fedmm.core.protocol import RoundContext, Strategy
+from fedmm.core.round import run_round
 
 log = logging.getLogger("fedmm")
 
 SELECT_SALT = 1
 CLIENT_SALT = 2
-
-
-def _phase_overridden(strategy: Strategy, phase: str) -> bool:
-    """Whether ``phase`` runs anything but the default: a technique or the strategy overrides it."""
-    if getattr(type(strategy), phase) is not getattr(Strategy, phase):
-        return True
-    base = getattr(Technique, phase)
-    return any(getattr(type(t), phase) is not base for t in strategy.techniques)
 
 
 @dataclass
@@ -126,7 +110,6 @@ class Federation:
         # Depth of the layered encoders the global model is evaluated at: the deepest the latest
         # round's plans ran (layer-wise methods grow it); empty = full depth.
         self.depth: dict[str, int] = {}
-        self._train: ClientTrainer = self.train_clients
 
     # -- server-side model for evaluation --------------------------------------------------
     def model_with(self, arrays: GroupedArrays) -> nn.Module:
@@ -141,166 +124,55 @@ class Federation:
         return RoundContext(
             round=round_,
             global_arrays=self.global_arrays,
-            groups=self.groups,
+            groups=MappingProxyType(self.groups),
             num_clients=self.data.num_clients,
             client_sizes=self.client_sizes,
             modalities=self.data.modalities,
             num_classes=self.data.num_classes,
             rng=np.random.default_rng(derive_seed(self.seed, round_, SELECT_SALT)),
             validation=self.data.validation,
-            history=self.history.rounds,
-            reports=self.reports,
+            history=tuple(MappingProxyType(r) for r in self.history.rounds),
+            reports=MappingProxyType(self.reports),
             model_factory=self.model_with,
         )
 
     # -- one round -------------------------------------------------------------------------
-    def train_clients(
-        self, ctx: RoundContext, plans: Mapping[int, TrainPlan]
-    ) -> tuple[list[ClientResult], list[ClientDrop]]:
-        """Run the planned clients here, one after another: (surviving results, dropped clients).
-
-        Another engine replaces this step only (Flower sends each plan as a message); the
-        server's round around it is the same code on every engine.
-        """
-        results: list[ClientResult] = []
-        drops: list[ClientDrop] = []
-        for cid, plan in plans.items():
-            try:
-                result = client_round(
-                    self.model,
-                    self.global_arrays,
-                    plan,
-                    self.data.client(cid),
-                    self.client_states.get(cid, {}),
-                    self.strategy.techniques,
-                    round_=ctx.round,
-                    seed=self.client_seed(ctx.round, cid),
-                    modalities=self.data.modalities,
-                    num_classes=self.data.num_classes,
-                    meter=self.meter,
-                )
-                validate_update(result.update, self.global_arrays)
-            except Exception as exc:  # a failing client must not stop the round
-                drops.append(ClientDrop.from_exception(cid, exc))
-                # One line per client only with -v: run_round logs the round's drops by cause.
-                log.debug("round %d: client %d dropped: %s", ctx.round, cid, drops[-1].error)
-                continue
-            results.append(result)
-        return results, drops
+    def in_process_engine(self) -> InProcessEngine:
+        """The default engine: this federation's clients, one after another, on its model."""
+        return InProcessEngine(self.model, self.data, self.strategy.techniques, meter=self.meter)
 
     def client_seed(self, round_: int, client_id: int) -> int:
         return derive_seed(self.seed, round_, client_id, CLIENT_SALT)
 
-    def run_round(self, round_: int) -> dict[str, Any]:
-        ctx = self.context(round_)
-        t0 = time.perf_counter()
-        server = ServerCost(round=round_)
-        with self._phase(server, "select_clients"):
-            selected = self.strategy.select_clients(ctx)
-        with self._phase(server, "configure"):
-            plans = {cid: self.strategy.configure(ctx, cid) for cid in selected.tolist()}
-        results, drops = self._train(ctx, plans)
-        if isinstance(drops, int):  # a trainer that only counts
-            drops = [ClientDrop(None, UNKNOWN)] * drops
-        metrics: dict[str, Any] = {"round": round_, "selected": int(selected.shape[0]), "dropped": len(drops)}
-        causes = drop_causes(drops)
-        if causes:
-            metrics["drop_causes"] = causes
-        if plans:
-            self.depth = deepest(self.model, [p.depth for p in plans.values()])
-        if len(results) < self.strategy.min_clients:
-            log.warning(
-                "round %d skipped: %d of %d clients survived, fewer than min_clients=%d%s",
-                round_,
-                len(results),
-                selected.shape[0],
-                self.strategy.min_clients,
-                f"; dropped: {describe_causes(causes)}" if causes else "",
-            )
-            metrics["skipped"] = True
-        else:
-            if causes:
-                log.warning(
-                    "round %d: %d of %d clients dropped: %s",
-                    round_,
-                    len(drops),
-                    selected.shape[0],
-                    describe_causes(causes),
-                )
-            ctx.results = results
-            ctx.previous_arrays = self.global_arrays
-            with self._phase(server, "aggregate"):
-                self.global_arrays = self.strategy.aggregate(ctx, results)
-            ctx.global_arrays = self.global_arrays
-            for r in results:
-                if r.state:
-                    self.client_states[r.client_id] = r.state
-                else:
-                    self.client_states.pop(r.client_id, None)
-                if r.report:
-                    self.reports[r.client_id] = r.report
-            self.history.ledger.extend(r.cost for r in results)
-            metrics["skipped"] = False
-            losses = [r.metrics["train_loss"] for r in results if math.isfinite(r.metrics["train_loss"])]
-            metrics["train_loss"] = float(np.mean(losses)) if losses else float("nan")
-        metrics["train_seconds"] = time.perf_counter() - t0
-        if self.eval_every and (round_ % self.eval_every == 0):
-            t_eval = time.perf_counter()
-            metrics.update(
-                evaluate(
-                    self.model_with(self.global_arrays),
-                    self.data.test,
-                    self.data.num_classes,
-                    batch_size=self.eval_batch_size,
-                )
-            )
-            server.eval_seconds = time.perf_counter() - t_eval
-        with self._phase(server, "after_round"):
-            self.strategy.after_round(ctx, metrics)
-        self.history.ledger.add_server(server)
-        # After after_round, so the round's totals include its work.
-        totals = self.history.ledger.round_totals(round_)
-        metrics.update({f"ledger/{k}": v for k, v in totals.items()})
-        return metrics
-
-    @contextmanager
-    def _phase(self, cost: ServerCost, phase: str) -> Iterator[None]:
-        """Charge the block's seconds (and, when the phase is overridden, torch FLOPs) to ``phase``.
-
-        The default phases (uniform sampling, the base plan, numpy FedAvg) run no torch ops: they
-        are only timed, so the FLOP counter costs nothing when no technique overrides them."""
-        t0 = time.perf_counter()
-        if _phase_overridden(self.strategy, phase):
-            with measure_step(track_memory=False) as m:
-                yield
-            cost.flops_by_phase[phase] = int(m.flops)
-        else:
-            yield
-        cost.seconds_by_phase[phase] = time.perf_counter() - t0
+    def run_round(self, round_: int, engine: Engine | None = None) -> dict[str, Any]:
+        """Run one round (:func:`fedmm.core.round.run_round`) on ``engine`` (default: in-process)."""
+        return run_round(self, engine if engine is not None else self.in_process_engine(), round_)
 
     # -- the run ---------------------------------------------------------------------------
     def run(
         self,
         rounds: int,
         *,
-        engine: str = "inprocess",
+        engine: str | Engine = "inprocess",
         progress: bool = True,
         checkpoint_dir: str | os.PathLike[str] | None = None,
         checkpoint_every: int = 0,
         resume: bool = False,
         on_round: Callable[[dict[str, Any]], None] | None = None,
-        flower: Mapping[str, Any] | None = None,
-        trainer: ClientTrainer | None = None,
+        flower: dict[str, Any] | None = None,
     ) -> History:
         """Run until ``rounds`` rounds are done (continuing from a checkpoint with ``resume``).
 
-        ``engine="flower"`` runs the same rounds on Flower's simulation engine (one virtual
-        SuperNode per client; needs ``fedmm-core[flower]``); ``flower`` holds its options
-        (see :func:`fedmm.core.flower.simulate`). ``trainer`` replaces how a round's planned
-        clients are run (an engine's hook, e.g. a Flower ServerApp's message exchange).
+        ``engine`` runs each round's planned clients (:mod:`fedmm.core.engine`): ``"inprocess"``
+        (here, one after another), ``"flower"`` (Flower's simulation engine, one virtual SuperNode
+        per client; needs ``fedmm-core[flower]``; ``flower`` holds its options, see
+        :func:`fedmm.core.flower.simulate`), or an :class:`~fedmm.core.engine.Engine` object
+        (e.g. a Flower ServerApp's :class:`~fedmm.core.flower.FlowerEngine`).
         """
-        if engine not in ("inprocess", "flower"):
-            raise ConfigError(f"unknown engine {engine!r}; use 'inprocess' or 'flower'")
+        if isinstance(engine, str) and engine not in ("inprocess", "flower"):
+            raise ConfigError(f"unknown engine {engine!r}; use 'inprocess', 'flower' or an Engine object")
+        if not isinstance(engine, str) and not isinstance(engine, Engine):
+            raise ConfigError(f"engine must be 'inprocess', 'flower' or an Engine object, got {engine!r}")
         if engine != "flower" and flower:
             raise ConfigError("flower options are given but engine is not 'flower'")
         if rounds < 0:
@@ -314,8 +186,8 @@ class Federation:
                 log.warning("skipped checkpoint: %s", problem)
             self.load_checkpoint(found.path)
 
-        def loop(train: ClientTrainer | None = trainer) -> History:
-            return self._loop(rounds, progress, checkpoint_dir, checkpoint_every, on_round, train)
+        def loop(engine: Engine) -> History:
+            return self._loop(rounds, progress, checkpoint_dir, checkpoint_every, on_round, engine)
 
         if engine == "flower":
             try:
@@ -326,7 +198,7 @@ class Federation:
                     'pip install "fedmm-core[flower]"'
                 ) from None
             return simulate(self, loop, **dict(flower or {}))
-        return loop()
+        return loop(engine if isinstance(engine, Engine) else self.in_process_engine())
 
     def _loop(
         self,
@@ -335,15 +207,14 @@ class Federation:
         checkpoint_dir: str | os.PathLike[str] | None,
         checkpoint_every: int,
         on_round: Callable[[dict[str, Any]], None] | None,
-        train: ClientTrainer | None,
+        engine: Engine,
     ) -> History:
-        self._train = train if train is not None else self.train_clients
         self.history.min_clients = self.strategy.min_clients
         bar = RoundProgress(rounds, self.round, enabled=progress)
         try:
             while self.round < rounds:
                 self.round += 1
-                metrics = self.run_round(self.round)
+                metrics = self.run_round(self.round, engine)
                 self.history.rounds.append(metrics)
                 if on_round is not None:
                     on_round(metrics)
@@ -356,7 +227,6 @@ class Federation:
                     self.save_checkpoint(checkpoint_dir)
         finally:
             bar.close()
-            self._train = self.train_clients
         set_arrays(self.model, self.global_arrays)
         set_depth(self.model, self.depth)
         return self.history

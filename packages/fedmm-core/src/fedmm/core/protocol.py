@@ -21,8 +21,9 @@ from __future__ import annotations
 import dataclasses
 import fnmatch
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import numpy as np
@@ -134,7 +135,8 @@ class ClientResult:
 
 @dataclass
 class ClientContext:
-    """What a client hook sees. ``state`` is the client's persistent named arrays (mutable)."""
+    """What a client hook sees. ``state`` is the client's persistent named arrays: the one thing a
+    client hook may change (everything else a client keeps across rounds must go there)."""
 
     client_id: int
     round: int
@@ -146,35 +148,60 @@ class ClientContext:
     model: nn.Module | None = None
 
 
-@dataclass
+# Builds a model holding given global arrays (server-side evaluation); see RoundContext.global_model.
+ModelFactory = Callable[[GroupedArrays], "nn.Module"]
+
+
+@dataclass(frozen=True)
 class RoundContext:
-    """What a server hook sees this round."""
+    """What the server hooks ``select_clients`` and ``configure`` see: the round before any client
+    trains. Frozen, and its mappings are read-only views: a hook reads the round from it and
+    answers through its return value (what each phase may read and write:
+    :mod:`fedmm.core.round`).
+
+    ``history`` holds the metrics of the rounds done (read-only); ``reports`` the reports of the
+    latest round each client took part in, for clients that reported anything.
+    """
 
     round: int
     global_arrays: GroupedArrays
-    groups: dict[str, tuple[str, ...]]
+    groups: Mapping[str, tuple[str, ...]]
     num_clients: int
     client_sizes: np.ndarray
     modalities: tuple[ModalitySpec, ...]
     num_classes: int
     rng: np.random.Generator
     validation: SampleSet | None = None
-    history: list[dict[str, Any]] = field(default_factory=list)
-    # Reports of the latest round each client took part in, for clients that reported anything.
-    reports: dict[int, dict[str, Any]] = field(default_factory=dict)
-    # Set once the round's clients are back (for aggregate and after_round): the surviving
-    # results, and the global arrays they started from (update vector = previous - result).
-    results: list[ClientResult] = field(default_factory=list)
-    previous_arrays: GroupedArrays = field(default_factory=dict)
-    model_factory: Any = (
-        None  # callable(arrays) -> nn.Module with those weights loaded, for server evaluation
-    )
+    history: Sequence[Mapping[str, Any]] = ()
+    reports: Mapping[int, Mapping[str, Any]] = field(default_factory=lambda: MappingProxyType({}))
+    model_factory: ModelFactory | None = None
 
     def global_model(self) -> nn.Module:
         """A model holding the current global weights (for server-side evaluation)."""
         if self.model_factory is None:
             raise RuntimeError("this engine gives techniques no server-side model")
         return self.model_factory(self.global_arrays)
+
+    def with_results(self, results: Sequence[ClientResult]) -> ResultsContext:
+        """The context of the ``aggregate`` phase: this round with its surviving ``results``,
+        which started from this context's global arrays (``previous_arrays``)."""
+        fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(RoundContext)}
+        return ResultsContext(**fields, results=tuple(results), previous_arrays=self.global_arrays)
+
+
+@dataclass(frozen=True)
+class ResultsContext(RoundContext):
+    """What ``aggregate`` and ``after_round`` see: the round with its surviving client ``results``
+    (empty in a skipped round) and ``previous_arrays``, the global arrays they started from
+    (update vector = previous - result). In ``aggregate``, ``global_arrays`` are still the
+    previous ones; in ``after_round`` they are the round's aggregate."""
+
+    results: tuple[ClientResult, ...] = ()
+    previous_arrays: GroupedArrays = field(default_factory=dict)
+
+    def aggregated(self, arrays: GroupedArrays) -> ResultsContext:
+        """The ``after_round`` context: the same round with the aggregated global ``arrays``."""
+        return dataclasses.replace(self, global_arrays=arrays)
 
 
 def _overrides(obj: object, name: str) -> bool:
@@ -274,10 +301,12 @@ class Technique:
     def configure(self, ctx: RoundContext, client_id: int, plan: TrainPlan) -> TrainPlan:
         return plan
 
-    def aggregate(self, ctx: RoundContext, results: Sequence[ClientResult]) -> GroupedArrays | None:
+    def aggregate(self, ctx: ResultsContext, results: Sequence[ClientResult]) -> GroupedArrays | None:
         return None
 
-    def after_round(self, ctx: RoundContext, metrics: dict[str, Any]) -> None:
+    def after_round(self, ctx: ResultsContext, metrics: dict[str, Any]) -> None:
+        """After the round's evaluation; ``metrics`` is the round's row: a technique may add its
+        own keys (``"flexmod/beta"``), nothing else."""
         return None
 
     # -- client ------------------------------------------------------------------------------
@@ -542,7 +571,7 @@ class Strategy:
             plan = t.configure(ctx, client_id, plan)
         return plan
 
-    def aggregate(self, ctx: RoundContext, results: Sequence[ClientResult]) -> GroupedArrays:
+    def aggregate(self, ctx: ResultsContext, results: Sequence[ClientResult]) -> GroupedArrays:
         for t in self.techniques:
             if _overrides(t, "aggregate"):
                 out = t.aggregate(ctx, results)
@@ -550,7 +579,7 @@ class Strategy:
                     return out
         return fedavg(ctx.global_arrays, results)
 
-    def after_round(self, ctx: RoundContext, metrics: dict[str, Any]) -> None:
+    def after_round(self, ctx: ResultsContext, metrics: dict[str, Any]) -> None:
         for t in self.techniques:
             t.after_round(ctx, metrics)
 
@@ -606,7 +635,9 @@ __all__ = [
     "ClientResult",
     "Combination",
     "FedAvg",
+    "ModelFactory",
     "ModelNeeds",
+    "ResultsContext",
     "RoundContext",
     "Strategy",
     "Technique",

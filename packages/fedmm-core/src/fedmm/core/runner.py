@@ -36,9 +36,10 @@ from fedmm.core import checkpoint as ckpt
 from fedmm.core.config import RunConfig, build_technique
 from fedmm.core.data.registry import load as load_dataset
 from fedmm.core.data.types import FederatedDataset
+from fedmm.core.engine import Engine
 from fedmm.core.errors import CheckpointError, ConfigError, RunFailedError
 from fedmm.core.failures import drop_totals
-from fedmm.core.federation import ClientTrainer, Federation, History
+from fedmm.core.federation import Federation, History
 from fedmm.core.measure import peak_rss_bytes
 from fedmm.core.models.model import late_fusion
 from fedmm.core.protocol import FedAvg, Strategy
@@ -281,7 +282,7 @@ def run_config(
     resume: bool = False,
     overwrite: bool = False,
     progress: bool = True,
-    make_trainer: Callable[[Federation], ClientTrainer] | None = None,
+    make_engine: Callable[[Federation], Engine] | None = None,
     label: str | None = None,
 ) -> tuple[Path, History]:
     """Run ``cfg`` into ``run_dir`` (a new folder under ``[run].output_dir`` by default).
@@ -291,8 +292,9 @@ def run_config(
     A run that fails before round 1 is done removes what it wrote (never a resumed folder).
     Ctrl-C is re-raised as :class:`RunInterrupted`.
 
-    ``make_trainer(fed)`` replaces how each round's clients are run (a Flower deployment
-    ServerApp passes its message exchange); otherwise ``[run].engine`` picks the engine.
+    ``make_engine(fed)`` gives the engine that runs each round's clients (a Flower deployment
+    ServerApp passes its :class:`~fedmm.core.flower.FlowerEngine`); otherwise ``[run].engine``
+    picks it.
     ``label`` names the run for ``[run].trackers`` (default: the folder's name).
 
     Raises :class:`~fedmm.core.errors.RunFailedError` when the run trained nothing (see
@@ -325,7 +327,7 @@ def run_config(
         fed = build_federation(cfg, data, progress)
         if found is not None:
             fed.load_checkpoint(found.path)
-        trainer = make_trainer(fed) if make_trainer is not None else None
+        engine = make_engine(fed) if make_engine is not None else None
         metrics_path = run_dir / "metrics.jsonl"
 
         start = time.perf_counter()
@@ -344,9 +346,8 @@ def run_config(
                 checkpoint_dir=run_dir / "checkpoint",
                 checkpoint_every=cfg.run.checkpoint_every or cfg.run.rounds,
                 on_round=on_round,
-                engine="inprocess" if trainer is not None else cfg.run.engine,
-                flower=cfg.flower.model_dump() if trainer is None and cfg.run.engine == "flower" else None,
-                trainer=trainer,
+                engine=engine if engine is not None else cfg.run.engine,
+                flower=cfg.flower.model_dump() if engine is None and cfg.run.engine == "flower" else None,
             )
         write_jsonl(metrics_path, history.rounds)
         summary = summarize(history, cfg, data, time.perf_counter() - start)

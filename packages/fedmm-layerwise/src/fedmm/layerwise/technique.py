@@ -43,7 +43,7 @@ from fedmm.core.arguments import choice, flag, integer, number
 from fedmm.core.errors import ArgumentError, ConfigError
 from fedmm.core.maths.contrastive import clip_loss
 from fedmm.core.models.model import expand_groups
-from fedmm.core.protocol import ClientContext, ModelNeeds, RoundContext, Technique, TrainPlan
+from fedmm.core.protocol import ClientContext, ModelNeeds, ResultsContext, RoundContext, Technique, TrainPlan
 from fedmm.layerwise.schedule import StageSchedule, schedule_from, stages_needed
 
 if TYPE_CHECKING:
@@ -258,7 +258,7 @@ class LayerWise(Technique):
             loss_weights=weights,
         )
 
-    def after_round(self, ctx: RoundContext, metrics: dict[str, Any]) -> None:
+    def after_round(self, ctx: ResultsContext, metrics: dict[str, Any]) -> None:
         if self.mode == "e2e":
             return
         stage, depth, _, _ = self.stage_plan(list(ctx.groups), ctx.round)

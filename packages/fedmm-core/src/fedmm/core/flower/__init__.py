@@ -6,7 +6,7 @@
   (a SuperLink and real SuperNodes), built from a fedmm TOML config (``docs/flower.md``).
 """
 
-from fedmm.core.flower.apps import ClientRuntime, FlowerTrainer, discover, make_client_app
+from fedmm.core.flower.apps import ClientRuntime, FlowerEngine, discover, make_client_app
 from fedmm.core.flower.simulation import simulate
 
-__all__ = ["ClientRuntime", "FlowerTrainer", "discover", "make_client_app", "simulate"]
+__all__ = ["ClientRuntime", "FlowerEngine", "discover", "make_client_app", "simulate"]

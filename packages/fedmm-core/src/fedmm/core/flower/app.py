@@ -30,7 +30,7 @@ from flwr.serverapp import Grid, ServerApp
 from fedmm.core.config import RunConfig, load_config
 from fedmm.core.errors import ConfigError
 from fedmm.core.federation import Federation
-from fedmm.core.flower.apps import ClientRuntime, FlowerTrainer, make_client_app
+from fedmm.core.flower.apps import ClientRuntime, FlowerEngine, make_client_app
 
 # Built once per ClientApp process and config file version.
 _RUNTIMES: dict[tuple[str, float], ClientRuntime] = {}
@@ -88,12 +88,17 @@ def main(grid: Grid, context: Context) -> None:
     node_wait = _seconds(context, "node-wait", 60.0)
     min_nodes = int(_seconds(context, "min-nodes", 0))
 
-    def make_trainer(fed: Federation) -> FlowerTrainer:
-        return FlowerTrainer(
-            fed, grid, round_timeout=timeout or None, node_wait=node_wait, min_nodes=min_nodes or None
+    def make_engine(fed: Federation) -> FlowerEngine:
+        return FlowerEngine(
+            grid,
+            model=fed.model,
+            num_clients=fed.data.num_clients,
+            round_timeout=timeout or None,
+            node_wait=node_wait,
+            min_nodes=min_nodes or None,
         )
 
-    run_config(cfg, Path(str(out)), progress=False, make_trainer=make_trainer)
+    run_config(cfg, Path(str(out)), progress=False, make_engine=make_engine)
 
 
 __all__ = ["client_app", "runtime_from_config", "server_app"]

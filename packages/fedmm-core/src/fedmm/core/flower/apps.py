@@ -1,8 +1,8 @@
 """A fedmm round on Flower's Message API: the ClientApp and the server's message exchange.
 
-The server side is :class:`fedmm.core.federation.Federation` itself: the same selection,
-planning, aggregation, evaluation and ``after_round`` code as in-process. Only the step that runs
-the planned clients changes: :class:`FlowerTrainer` sends each client's plan and the parameter
+The server side is the same round as in-process (:mod:`fedmm.core.round`): the same selection,
+planning, aggregation, evaluation and ``after_round`` code. Only its ``train`` phase runs on a
+different engine: :class:`FlowerEngine` sends each client's plan and the parameter
 groups it needs as a ``train`` message to the SuperNode that holds that client's partition, and
 turns the replies back into :class:`~fedmm.core.protocol.ClientResult`. The ClientApp runs core's
 :func:`~fedmm.core.client.client_round` (the same pure function the in-process engine runs) and
@@ -19,7 +19,7 @@ import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
@@ -28,9 +28,9 @@ from flwr.clientapp import ClientApp
 from flwr.serverapp import Grid
 from torch import nn
 
-from fedmm.core.arrays import validate_update
 from fedmm.core.client import StepMeter, client_round, groups_to_receive, kept_groups
 from fedmm.core.data.types import FederatedDataset
+from fedmm.core.engine import TrainOutcome, TrainRequest
 from fedmm.core.errors import FedmmError
 from fedmm.core.failures import ClientDrop
 from fedmm.core.flower.codec import (
@@ -42,10 +42,7 @@ from fedmm.core.flower.codec import (
     unpack,
 )
 from fedmm.core.ledger import ClientCost
-from fedmm.core.protocol import ClientResult, RoundContext, Technique, TrainPlan
-
-if TYPE_CHECKING:
-    from fedmm.core.federation import Federation
+from fedmm.core.protocol import ClientResult, Technique, TrainPlan
 
 log = logging.getLogger("fedmm")
 
@@ -244,62 +241,60 @@ def discover(
     return mapping
 
 
-class FlowerTrainer:
-    """Runs a round's planned clients as Flower ``train`` messages (a Federation ``trainer``).
+class FlowerEngine:
+    """The Flower engine (:class:`fedmm.core.engine.Engine`): runs a round's planned clients as
+    Flower ``train`` messages over ``grid``.
 
     Sends each client its plan and the parameter groups it needs: the plan's downloads plus
-    every group the client does not keep itself (the server mirrors what each client keeps
-    from its last reply). Replies that are errors, missing after ``round_timeout`` seconds, or
-    fail validation drop that client, as in-process. The ledger's bytes are the sizes of the
-    records Flower carried each way.
+    every group the client does not keep itself (the engine mirrors what each client keeps from
+    its last reply; ``model`` gives the groups). Replies that are errors or missing after
+    ``round_timeout`` seconds drop that client. The ledger's bytes are the sizes of the records
+    Flower carried each way. The SuperNodes are asked for their partition once, at construction
+    (waiting up to ``node_wait`` seconds for ``min_nodes``, default all ``num_clients``).
     """
 
     def __init__(
         self,
-        fed: Federation,
         grid: Grid,
         *,
+        model: nn.Module,
+        num_clients: int,
         round_timeout: float | None = None,
         node_wait: float = 60.0,
         min_nodes: int | None = None,
     ) -> None:
-        self.fed = fed
         self.grid = grid
+        self.model = model
         self.round_timeout = round_timeout
-        clients = fed.data.num_clients
-        self.nodes = discover(grid, min_nodes or clients, wait=node_wait, clients=clients)
+        self.nodes = discover(grid, min_nodes or num_clients, wait=node_wait, clients=num_clients)
         self.kept: dict[int, set[str]] = {}
 
-    def __call__(
-        self, ctx: RoundContext, plans: Mapping[int, TrainPlan]
-    ) -> tuple[list[ClientResult], list[ClientDrop]]:
-        fed = self.fed
+    def train(self, request: TrainRequest) -> TrainOutcome:
         messages: list[Message] = []
         senders: list[int] = []
         sent_bytes: dict[int, int] = {}
         drops: list[ClientDrop] = []
-        for cid, plan in plans.items():
+        round_ = request.round
+        for cid, plan in request.plans.items():
             node = self.nodes.get(cid)
             if node is None:
                 drops.append(ClientDrop(cid, "no SuperNode holds this client"))
-                log.debug("round %d: client %d dropped: no SuperNode holds it", ctx.round, cid)
+                log.debug("round %d: client %d dropped: no SuperNode holds it", round_, cid)
                 continue
-            groups = groups_to_receive(fed.model, plan, self.kept.get(cid, set()))
+            groups = groups_to_receive(self.model, plan, self.kept.get(cid, set()))
             content = RecordDict(
                 {
-                    "fedmm.arrays": arrays_to_record({g: fed.global_arrays[g] for g in groups}),
-                    "fedmm.round": ConfigRecord(
-                        {"round": ctx.round, "client": cid, "seed": fed.client_seed(ctx.round, cid)}
-                    ),
+                    "fedmm.arrays": arrays_to_record({g: request.global_arrays[g] for g in groups}),
+                    "fedmm.round": ConfigRecord({"round": round_, "client": cid, "seed": request.seeds[cid]}),
                 }
             )
             pack(content, "fedmm.plan", plan.to_dict())
             sent_bytes[cid] = content_bytes(content)
-            messages.append(Message(content, node, MessageType.TRAIN, group_id=str(ctx.round)))
+            messages.append(Message(content, node, MessageType.TRAIN, group_id=str(round_)))
             senders.append(cid)
         replies = {senders[i]: r for i, r in exchange(self.grid, messages, self.round_timeout).items()}
         results: list[ClientResult] = []
-        for cid in plans:  # in plan order, so aggregation sums in the same order as in-process
+        for cid in request.plans:
             if cid not in sent_bytes:
                 continue
             got = replies.get(cid)
@@ -307,9 +302,7 @@ class FlowerTrainer:
                 if got is None:
                     raise _Dropped(f"no reply within round_timeout={self.round_timeout}s")
                 if got.has_error():
-                    log.debug(
-                        "round %d: client %d: its ClientApp failed: %s", ctx.round, cid, got.error.reason
-                    )
+                    log.debug("round %d: client %d: its ClientApp failed: %s", round_, cid, got.error.reason)
                     raise _Dropped(f"ClientApp failed: {remote_error(got.error.reason or '')}")
                 results.append(self._result(cid, got, sent_bytes[cid]))
             except Exception as exc:  # a failing client must not stop the round
@@ -320,14 +313,13 @@ class FlowerTrainer:
                 )
                 drops.append(drop)
                 self.kept.pop(cid, None)
-                # The round's drops are logged by cause in run_round; one line each with -v.
-                log.debug("round %d: client %d dropped: %s", ctx.round, cid, drop.error)
-        return results, drops
+                # The round logs its drops by cause; one line each with -v.
+                log.debug("round %d: client %d dropped: %s", round_, cid, drop.error)
+        return TrainOutcome(tuple(results), tuple(drops))
 
     def _result(self, cid: int, reply: Message, bytes_down: int) -> ClientResult:
         content = reply.content
         update = record_to_arrays(content.array_records["fedmm.update"])
-        validate_update(update, self.fed.global_arrays)
         info = content.config_records["fedmm.result"]
         cost = ClientCost.from_dict(unpack(content, "fedmm.cost"))
         cost.bytes_down, cost.bytes_up = bytes_down, content_bytes(content)
@@ -344,4 +336,4 @@ class FlowerTrainer:
         )
 
 
-__all__ = ["ClientRuntime", "FlowerTrainer", "discover", "exchange", "make_client_app", "partition_of"]
+__all__ = ["ClientRuntime", "FlowerEngine", "discover", "exchange", "make_client_app", "partition_of"]

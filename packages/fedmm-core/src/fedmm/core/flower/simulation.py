@@ -2,8 +2,8 @@
 
 ``fed.run(rounds, engine="flower")`` lands here. Flower's simulation engine runs one virtual
 SuperNode per client (``partition-id`` = client index) and executes their ClientApps in Ray
-actors; the ServerApp is this process's Federation with :class:`FlowerTrainer` as its client
-step, so in-process and Flower runs share every line of server code.
+actors; the ServerApp is this process's Federation with :class:`FlowerEngine` as its engine,
+so in-process and Flower runs share every line of server code.
 
 Why ``flwr.simulation.run_simulation`` and not ``flwr run``: Flower 1.42 deprecates the Python
 entry point in favour of ``flwr run`` with a Flower App Bundle and a SuperLink connection, which
@@ -28,10 +28,11 @@ from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
 from fedmm.core.errors import ConfigError, FedmmError
-from fedmm.core.flower.apps import ClientRuntime, FlowerTrainer, make_client_app
+from fedmm.core.flower.apps import ClientRuntime, FlowerEngine, make_client_app
 
 if TYPE_CHECKING:
-    from fedmm.core.federation import ClientTrainer, Federation, History
+    from fedmm.core.engine import Engine
+    from fedmm.core.federation import Federation, History
 
 # Runtimes already fetched by this (actor) process, by payload token.
 _RUNTIMES: dict[str, ClientRuntime] = {}
@@ -100,14 +101,15 @@ def _init_ray(num_cpus: int | None) -> None:
 
 def simulate(
     fed: Federation,
-    loop: Callable[[ClientTrainer | None], History],
+    loop: Callable[[Engine], History],
     *,
     client_cpus: float = 1.0,
     num_cpus: int | None = None,
     round_timeout: float | None = None,
     verbose: bool = False,
 ) -> History:
-    """Run ``loop`` (the federation's round loop) as the ServerApp of a Flower simulation.
+    """Run ``loop`` (the federation's round loop, given the engine) as the ServerApp of a Flower
+    simulation, with a :class:`FlowerEngine` on the simulation's grid.
 
     ``client_cpus``: CPUs Ray reserves per ClientApp (so ``num_cpus / client_cpus`` run at once);
     ``num_cpus``: CPUs Ray may use (default: all); ``round_timeout``: seconds to wait for a
@@ -132,8 +134,14 @@ def simulate(
 
     @server_app.main()
     def main(grid: Grid, context: Context) -> None:
-        trainer = FlowerTrainer(fed, grid, round_timeout=round_timeout, node_wait=10.0)
-        outcome["history"] = loop(trainer)
+        engine = FlowerEngine(
+            grid,
+            model=fed.model,
+            num_clients=fed.data.num_clients,
+            round_timeout=round_timeout,
+            node_wait=10.0,
+        )
+        outcome["history"] = loop(engine)
 
     flwr_logger = logging.getLogger("flwr")
     level = flwr_logger.level

@@ -38,7 +38,7 @@ from fedmm.core.arguments import integer, number, optional_number, optional_text
 from fedmm.core.embeddings import collect_embeddings, modality_prototypes
 from fedmm.core.errors import ArgumentError, ConfigError
 from fedmm.core.maths.prototypes import merge_prototypes
-from fedmm.core.protocol import ClientContext, Combination, RoundContext, Technique, TrainPlan
+from fedmm.core.protocol import ClientContext, Combination, ResultsContext, RoundContext, Technique, TrainPlan
 from fedmm.schedule.flexmod.agent import BetaAgent, check_agent_options
 from fedmm.schedule.flexmod.allocation import (
     allocate,
@@ -297,7 +297,7 @@ class FlexMod(_BudgetedSchedule):
         return out
 
     # -- server --------------------------------------------------------------------------------
-    def after_round(self, ctx: RoundContext, metrics: dict[str, Any]) -> None:
+    def after_round(self, ctx: ResultsContext, metrics: dict[str, Any]) -> None:
         names = tuple(m.name for m in ctx.modalities)
         self._names = names
         for m in names:

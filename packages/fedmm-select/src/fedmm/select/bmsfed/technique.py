@@ -41,6 +41,7 @@ from fedmm.core.protocol import (
     ClientContext,
     Combination,
     ModelNeeds,
+    ResultsContext,
     RoundContext,
     Technique,
     TrainPlan,
@@ -290,7 +291,7 @@ class BMSFed(Technique):
             )
         return plan
 
-    def after_round(self, ctx: RoundContext, metrics: dict[str, Any]) -> None:
+    def after_round(self, ctx: ResultsContext, metrics: dict[str, Any]) -> None:
         first, second = self._setup(ctx)
         names = (first, second)
         prev = ctx.previous_arrays

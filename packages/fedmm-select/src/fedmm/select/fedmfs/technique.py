@@ -35,7 +35,15 @@ from fedmm.core.arrays import model_groups
 from fedmm.core.data.types import MISSING_LABEL, Batch, ClientData, FederatedDataset
 from fedmm.core.maths.shapley import shapley_values
 from fedmm.core.models.model import ModelOutput, expand_groups
-from fedmm.core.protocol import BuiltModel, ClientContext, ModelNeeds, RoundContext, Technique, TrainPlan
+from fedmm.core.protocol import (
+    BuiltModel,
+    ClientContext,
+    ModelNeeds,
+    ResultsContext,
+    RoundContext,
+    Technique,
+    TrainPlan,
+)
 from fedmm.select.fedmfs.evaluation import fit_ensemble, modality_predictions
 from fedmm.select.fedmfs.model import modality_ensemble
 from fedmm.select.fedmfs.priority import check_parameters, priority, random_gamma, top_gamma
@@ -145,7 +153,7 @@ class FedMFS(Technique):
             return plan.with_extra(**{PER_MODALITY: True})
         return plan
 
-    def after_round(self, ctx: RoundContext, metrics: dict[str, Any]) -> None:
+    def after_round(self, ctx: ResultsContext, metrics: dict[str, Any]) -> None:
         names = [m.name for m in ctx.modalities]
         reports = [r.report for r in ctx.results if SHAPLEY in r.report]
         if not reports:
