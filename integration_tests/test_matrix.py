@@ -81,6 +81,25 @@ REFUSED = {
     ("partial_update", "bmsfed"): _not_in_order("partial_update", "bmsfed", "combinations"),
     ("layerwise", "bmsfed"): _not_in_order("layerwise", "bmsfed", "train"),
 }
+# RandomUpload is FedMFS with a random choice of uploads: it builds the same per-modality ensemble,
+# so it refuses wherever FedMFS does (the same errors, naming random_upload), and the two together
+# would build two models.
+REFUSED.update(
+    {
+        tuple("random_upload" if n == "fedmfs" else n for n in pair): message.replace(
+            "fedmfs", "random_upload"
+        )
+        for pair, message in REFUSED.items()
+        if "fedmfs" in pair
+    }
+)
+_TWO_ENSEMBLES = "fedmfs: a per-modality ensemble; random_upload: a per-modality ensemble"
+REFUSED[("fedmfs", "random_upload")] = _no("fedmfs", "random_upload", BUILDERS.format(_TWO_ENSEMBLES))
+REFUSED[("random_upload", "fedmfs")] = _no(
+    "random_upload",
+    "fedmfs",
+    BUILDERS.format("random_upload: a per-modality ensemble; fedmfs: a per-modality ensemble"),
+)
 
 
 def _refusals(names: tuple[str, ...]) -> set[str]:

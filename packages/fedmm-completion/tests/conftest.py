@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import torch
 
-from fedmm.completion.foundation import Captioner, FrozenCLIP, TextToImage
+from fedmm.completion.fedmvp.foundation import Captioner, FrozenCLIP, TextToImage
 
 WORDS = [
     "a", "photo", "of", "cardinal", "type", "bird", "red", "blue", "with", "wings", "small", "the", "on",

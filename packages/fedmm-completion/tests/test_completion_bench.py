@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from fedmm.completion.bench import SampleBudget, client_sizes, compare, with_public_pairs
+from fedmm.completion.fedmvp.bench import SampleBudget, client_sizes, compare, with_public_pairs
 from fedmm.core import datasets
 from fedmm.core.data.registry import load_central
 from fedmm.core.data.types import FederatedDataset

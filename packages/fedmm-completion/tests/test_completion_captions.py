@@ -11,7 +11,7 @@ import pytest
 pytest.importorskip("diffusers")
 Image = pytest.importorskip("PIL.Image")
 
-from fedmm.completion.completion import FoundationCompleter  # noqa: E402
+from fedmm.completion.fedmvp.completion import FoundationCompleter  # noqa: E402
 from fedmm.core.data import captions  # noqa: E402
 from fedmm.core.data.registry import federate  # noqa: E402
 from fedmm.core.errors import ConfigError  # noqa: E402
@@ -116,7 +116,7 @@ def test_fedmvp_runs_from_config_with_models_loaded_from_local_folders(tmp_path:
 
 def test_fedmvp_with_frozen_clip_features_on_captions(tmp_path: Path, tiny: Any) -> None:
     from fedmm.completion import FedMVP
-    from fedmm.completion.foundation import FrozenCLIP
+    from fedmm.completion.fedmvp.foundation import FrozenCLIP
     from fedmm.core import FedAvg, Federation
 
     tok = tiny.clip_tokenizer(tmp_path)

@@ -7,9 +7,9 @@ import pytest
 import torch
 from torch import nn
 
-from fedmm.completion.completion import PoolCompleter
-from fedmm.completion.model import FedMVPModel
-from fedmm.completion.technique import FedMVP
+from fedmm.completion.fedmvp.completion import PoolCompleter
+from fedmm.completion.fedmvp.model import FedMVPModel
+from fedmm.completion.fedmvp.technique import FedMVP
 from fedmm.core import FedAvg, Federation, datasets
 from fedmm.core.arrays import get_arrays
 from fedmm.core.data.types import FederatedDataset

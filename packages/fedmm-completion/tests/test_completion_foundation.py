@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import torch
 
-from fedmm.completion.foundation import Captioner, FrozenCLIP, TextToImage, coarse_prompt
+from fedmm.completion.fedmvp.foundation import Captioner, FrozenCLIP, TextToImage, coarse_prompt
 from fedmm.core.errors import ConfigError
 
 pytest.importorskip("transformers")

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from fedmm.completion.losses import mcm_loss, nt_xent, ram_loss
+from fedmm.completion.fedmvp.losses import mcm_loss, nt_xent, ram_loss
 
 
 def test_nt_xent_hand_computed() -> None:

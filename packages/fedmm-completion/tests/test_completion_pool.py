@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fedmm.completion.completion import PoolCompleter
+from fedmm.completion.fedmvp.completion import PoolCompleter
 from fedmm.core.data.types import ModalitySpec, SampleSet
-from fedmm.core.errors import DataError
+from fedmm.core.errors import ArgumentError, DataError
 
 SPECS = (ModalitySpec("image", (2,), "vector"), ModalitySpec("text", (3,), "tokens"))
 
@@ -70,5 +70,6 @@ def test_copies_add_one_completion_per_next_nearest_partner() -> None:
     np.testing.assert_array_equal(done.features["image"][4:6], image[:2])  # observed values kept
     np.testing.assert_array_equal(done.generated[4:], ~present[:3])
     assert done.present.all()
-    with pytest.raises(ValueError, match="copies"):
+    with pytest.raises(ArgumentError, match="PoolCompleter: copies must be an integer >= 1, got 0") as info:
         PoolCompleter(_pool(), copies=0)
+    assert info.value.argument == "copies"

@@ -10,7 +10,7 @@ from fedmm.core.experiment import Benchmark
 from fedmm.core.federation import History
 from fedmm.core.ledger import ClientCost, Ledger
 from fedmm.core.stats import summarize_seeds
-from fedmm.layerwise import bench
+from fedmm.layerwise.fedmml import bench
 
 
 def _seed(

@@ -22,7 +22,7 @@ from fedmm.core.data.types import FederatedDataset  # noqa: E402
 from fedmm.core.maths.contrastive import clip_loss  # noqa: E402
 from fedmm.core.models import ConcatFusion, MultimodalModel, TransformerStackEncoder  # noqa: E402
 from fedmm.layerwise import LayerWise  # noqa: E402
-from fedmm.layerwise.hf import HFTextEncoder  # noqa: E402
+from fedmm.layerwise.fedmml.hf import HFTextEncoder  # noqa: E402
 
 COLOURS = {"001.Red_Bird": (230, 20, 20), "002.Blue_Bird": (20, 20, 230), "003.Green_Bird": (20, 200, 20)}
 

@@ -20,7 +20,7 @@ from fedmm.core.models import (  # noqa: E402
     absent_groups,
     set_depth,
 )
-from fedmm.layerwise.hf import HFTextEncoder  # noqa: E402
+from fedmm.layerwise.fedmml.hf import HFTextEncoder  # noqa: E402
 
 
 def bert_config(layers: int = 4) -> object:

@@ -11,7 +11,7 @@ from fedmm.core.data.types import FederatedDataset
 from fedmm.core.errors import ConfigError
 from fedmm.core.models import late_fusion
 from fedmm.core.protocol import Combination, Technique
-from fedmm.schedule.flexmod import EntireUpdate, FlexMod, PartialUpdate
+from fedmm.schedule import EntireUpdate, FlexMod, PartialUpdate
 
 WEAK_ONLY = TrainPlan(train=("encoder.a", "fusion", "head"), combinations=(Combination(("a",)),))
 

@@ -14,9 +14,10 @@ from gymnasium.utils.env_checker import check_env
 
 from fedmm.core import FedAvg, Federation, TrainPlan, datasets
 from fedmm.core.data.types import FederatedDataset
-from fedmm.core.errors import ConfigError
+from fedmm.core.errors import ArgumentError, ConfigError
 from fedmm.core.models import MultimodalModel, late_fusion
-from fedmm.schedule.flexmod import ENV_ID, BetaAgent, EntireUpdate, FlexMod, FlexModEnv, PartialUpdate
+from fedmm.schedule.baselines import EntireUpdate, PartialUpdate
+from fedmm.schedule.flexmod import ENV_ID, BetaAgent, FlexMod, FlexModEnv
 from fedmm.schedule.flexmod.signals import coalition_accuracy, importance
 
 
@@ -237,10 +238,29 @@ def test_a_misspelt_agent_option_is_refused_when_flexmod_is_built() -> None:
         ({"agent_path": "./no/agent.zip"}, "(flexmod).agent_path: './no/agent.zip' is not a file"),
         ({"tau_max": "high"}, "(flexmod).tau_max: must be a finite number > 0, got 'high'"),
         ({"budget": "all"}, "(flexmod).budget: must be a finite number > 0, got 'all'"),
+        # Was: accepted, then numpy refused the negative seed when the agent first acted.
+        ({"seed": -1}, "(flexmod).seed: must be an integer >= 0, got -1"),
     ],
 )
 def test_every_flexmod_argument_is_checked_when_built(arguments: dict[str, Any], message: str) -> None:
     assert message in _flexmod_error(arguments)
+
+
+@pytest.mark.parametrize(
+    ("cls", "arguments", "argument"),
+    [
+        (EntireUpdate, {"budget": 0}, "budget"),
+        (PartialUpdate, {"budget": -1.0}, "budget"),
+        # Was: accepted, then a ValueError from numpy in round 1's configure.
+        (PartialUpdate, {"seed": -1}, "seed"),
+    ],
+)
+def test_the_baselines_check_their_arguments_when_built(
+    cls: type, arguments: dict[str, Any], argument: str
+) -> None:
+    with pytest.raises(ArgumentError, match=rf"^{cls.name}: {argument} must be") as info:
+        cls(**arguments)
+    assert info.value.argument == argument
 
 
 def test_beta_agent_checks_its_options() -> None:

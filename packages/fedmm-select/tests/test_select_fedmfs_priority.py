@@ -54,7 +54,6 @@ def test_select_fedmfs_missing_modalities_and_ties() -> None:
         ({"alpha_s": -0.1}, "alpha_s must be a finite number >= 0, got -0.1"),
         ({"alpha_c": float("nan")}, "alpha_c must be a finite number >= 0, got nan"),
         ({"alpha_s": 0.0, "alpha_c": 0.0}, "both 0"),
-        ({"selection": "greedy"}, "selection must be one of 'priority', 'random'"),
         ({"shapley": "kernel"}, "shapley must be one of 'tree', 'exact'"),
         ({"n_estimators": 0}, "n_estimators must be an integer >= 1, got 0"),
     ],
@@ -65,7 +64,7 @@ def test_select_fedmfs_bad_parameters(kwargs: dict[str, object], message: str) -
 
 
 def test_select_fedmfs_config_roundtrip_and_toml() -> None:
-    t = FedMFS(gamma=2, alpha_s=0.7, alpha_c=0.3, selection="random")
+    t = FedMFS(gamma=2, alpha_s=0.7, alpha_c=0.3, shapley="exact")
     assert FedMFS(**t.config()).config() == t.config()
     built = build_technique(TechniqueSection(name="fedmfs", gamma=1))  # type: ignore[call-arg]
     assert isinstance(built, FedMFS) and built.gamma == 1

@@ -41,6 +41,7 @@ from fedmm.core.errors import ArgumentError, ConfigError
 TECHNIQUE_PACKAGES = {
     "fedmfs": "fedmm-select",
     "bmsfed": "fedmm-select",
+    "random_upload": "fedmm-select",
     "flexmod": "fedmm-schedule",
     "entire_update": "fedmm-schedule",
     "partial_update": "fedmm-schedule",

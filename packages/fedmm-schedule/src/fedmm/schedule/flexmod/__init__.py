@@ -16,17 +16,15 @@ from fedmm.schedule.flexmod.allocation import (
     water_filling,
 )
 from fedmm.schedule.flexmod.env import ENV_ID, FederationSimulator, FlexModEnv, RoundSignals
-from fedmm.schedule.flexmod.technique import EntireUpdate, FlexMod, PartialUpdate
+from fedmm.schedule.flexmod.technique import FlexMod
 
 __all__ = [
     "ENV_ID",
     "BetaAgent",
-    "EntireUpdate",
     "FederationSimulator",
     "FlexMod",
     "FlexModEnv",
     "InfeasibleBudgetError",
-    "PartialUpdate",
     "RoundSignals",
     "allocate",
     "combination_factors",

@@ -84,8 +84,10 @@ from fedmm.core.federation import Federation, History
 from fedmm.core.models.model import late_fusion
 from fedmm.core.plots import plot_compare
 from fedmm.core.protocol import FedAvg, Technique
+from fedmm.schedule.baselines.entire_update import EntireUpdate
+from fedmm.schedule.baselines.partial_update import PartialUpdate
 from fedmm.schedule.flexmod.allocation import modality_combinations
-from fedmm.schedule.flexmod.technique import EntireUpdate, FlexMod, PartialUpdate
+from fedmm.schedule.flexmod.technique import FlexMod
 
 SMOOTH = 3  # final accuracy: mean of the last 3 evaluations; time to target: trailing window of 3
 TARGET = 0.95

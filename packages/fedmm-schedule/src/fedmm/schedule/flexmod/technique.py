@@ -1,4 +1,4 @@
-"""``FlexMod`` (importance-aware modality scheduling) and the Entire / Partial Update baselines.
+"""``FlexMod``: importance-aware modality scheduling.
 
 Reference: Bian, Wang, Xu, "Prioritizing Modalities: Flexible Importance Scheduling in Federated
 Multimodal Learning" (arXiv 2408.06549). Method notes (what we do, where it departs from the
@@ -16,13 +16,8 @@ Per round (hooks):
   the client's budget (cvxpy), integer iterations, and the plan's combinations in descending
   cardinality. Round 1 (no statistics yet) is an Entire Update round.
 
-The budget is in FLOPs: ``budget × (Entire Update's iterations) × c_full``, where Entire Update
-runs ``local_epochs`` passes over the client's data with every modality and ``c_S`` is the
-measured FLOPs of one step of combination ``S``. All three techniques here spend the same budget:
-Entire Update on the full combination, Partial Update on one random combination per client and
-round, FlexMod on its allocation. Each needs a server validation split
-(``validation_fraction`` > 0) — FlexMod for its importance and reward, the others to measure
-step costs.
+The budget (in FLOPs, shared with the Entire / Partial Update baselines in
+``fedmm.schedule.baselines``) and the measured step costs: :mod:`fedmm.schedule.flexmod.budget`.
 """
 
 from __future__ import annotations
@@ -38,7 +33,7 @@ from fedmm.core.arguments import integer, number, optional_number, optional_text
 from fedmm.core.embeddings import collect_embeddings, modality_prototypes
 from fedmm.core.errors import ArgumentError, ConfigError
 from fedmm.core.maths.prototypes import merge_prototypes
-from fedmm.core.protocol import ClientContext, Combination, ResultsContext, RoundContext, Technique, TrainPlan
+from fedmm.core.protocol import ClientContext, Combination, ResultsContext, RoundContext, TrainPlan
 from fedmm.schedule.flexmod.agent import BetaAgent, check_agent_options
 from fedmm.schedule.flexmod.allocation import (
     allocate,
@@ -47,7 +42,7 @@ from fedmm.schedule.flexmod.allocation import (
     integer_allocation,
     modality_combinations,
 )
-from fedmm.schedule.flexmod.costs import CombinationCosts, entire_update_iterations
+from fedmm.schedule.flexmod.budget import COUNTS, PROTO, BudgetedSchedule
 from fedmm.schedule.flexmod.env import RoundSignals, observation
 from fedmm.schedule.flexmod.signals import importance, quality, training_need
 
@@ -56,119 +51,14 @@ if TYPE_CHECKING:
 
     from fedmm.core.data.types import ClientData
 
-__all__ = ["EntireUpdate", "FlexMod", "PartialUpdate"]
-
-PROTO = "flexmod/prototypes/"
-COUNTS = "flexmod/counts/"
+__all__ = ["FlexMod"]
 
 
 def _key(combo: Sequence[str]) -> str:
     return "+".join(combo)
 
 
-class _BudgetedSchedule(Technique):
-    """What the three schedules share: the per-client budget and the measured step costs.
-
-    Each owns the plan's ``combinations``: one schedule per strategy, listed after any technique
-    that restricts a client's modalities (BMSFed's weak-modality picks), whose choice it keeps."""
-
-    owns: ClassVar[frozenset[str]] = frozenset({"combinations"})
-
-    def __init__(self, budget: float = 1.0) -> None:
-        # A positive fraction of Entire Update's compute (> 1 allowed: more than Entire Update).
-        self.budget = number(self.name, "budget", budget, low=0, low_open=True)
-        self._costs: CombinationCosts | None = None
-
-    def _held(self, ctx: RoundContext, client_id: int, plan: TrainPlan) -> tuple[str, ...]:
-        """The modalities a client trains: those it reported prototypes for (all of them before its
-        first report), within those an earlier technique restricted the plan to (e.g. BMSFed's
-        weak-modality picks). The budget is then Entire Update's over these modalities."""
-        names = tuple(m.name for m in ctx.modalities)
-        report = ctx.reports.get(client_id, {})
-        held = tuple(m for m in names if COUNTS + m in report) or names
-        if plan.combinations and all(c.modalities is not None for c in plan.combinations):
-            allowed = {m for c in plan.combinations for m in c.modalities or ()}
-            held = tuple(m for m in held if m in allowed) or tuple(m for m in names if m in allowed)
-        return held
-
-    def _entire_iterations(self, ctx: RoundContext, client_id: int, plan: TrainPlan) -> int:
-        return entire_update_iterations(int(ctx.client_sizes[client_id]), plan.batch_size, plan.local_epochs)
-
-    def _step_costs(
-        self, ctx: RoundContext, combos: Sequence[tuple[str, ...]], plan: TrainPlan
-    ) -> np.ndarray:
-        if ctx.validation is None or len(ctx.validation) == 0:
-            raise ConfigError(
-                f"{self.name} needs a server validation split to measure step costs"
-                + (" and modality importance" if self.name == "flexmod" else "")
-                + ": load the data with validation_fraction > 0 (e.g. [data] validation_fraction = 0.1)"
-            )
-        if self._costs is None or self._costs.batch_size != plan.batch_size:
-            self._costs = CombinationCosts(plan.batch_size)
-        return self._costs.measure(ctx.global_model, ctx.validation, combos)
-
-    def _cost_state(self) -> dict[str, Any]:
-        return {
-            "costs": None if self._costs is None else self._costs.state_dict(),
-            "costs_batch": None if self._costs is None else self._costs.batch_size,
-        }
-
-    def _load_cost_state(self, state: Mapping[str, Any]) -> None:
-        self._costs = None
-        if state.get("costs") is not None:
-            self._costs = CombinationCosts(int(state["costs_batch"]))
-            self._costs.load_state_dict(dict(state["costs"]))
-
-
-class EntireUpdate(_BudgetedSchedule):
-    """Every iteration trains every modality (conventional multimodal FL), within the budget.
-
-    With ``budget = 1`` this is plain FedAvg's ``local_epochs`` passes; with ``budget = b`` it runs
-    ``⌊b × iterations⌋`` full-combination steps.
-    """
-
-    name: ClassVar[str] = "entire_update"
-
-    def configure(self, ctx: RoundContext, client_id: int, plan: TrainPlan) -> TrainPlan:
-        steps = max(1, math.floor(self.budget * self._entire_iterations(ctx, client_id, plan)))
-        held = self._held(ctx, client_id, plan)
-        return plan.replace(combinations=(Combination(held, steps),))
-
-    def config(self) -> dict[str, Any]:
-        return {"budget": self.budget}
-
-
-class PartialUpdate(_BudgetedSchedule):
-    """Each round every client trains one uniformly random non-empty subset of its modalities,
-    for as many iterations as the same budget pays for (spec §4)."""
-
-    name: ClassVar[str] = "partial_update"
-
-    def __init__(self, budget: float = 1.0, seed: int = 0) -> None:
-        super().__init__(budget)
-        self.seed = integer(self.name, "seed", seed)
-
-    def configure(self, ctx: RoundContext, client_id: int, plan: TrainPlan) -> TrainPlan:
-        held = self._held(ctx, client_id, plan)
-        combos = modality_combinations(held)
-        rng = np.random.default_rng([self.seed, ctx.round, client_id])
-        pick = combos[int(rng.integers(len(combos)))]
-        costs = self._step_costs(ctx, [combos[0], pick], plan)
-        budget = self.budget * self._entire_iterations(ctx, client_id, plan) * costs[0]
-        steps = max(1, math.floor(budget / costs[1]))
-        return plan.replace(combinations=(Combination(pick, steps),))
-
-    def config(self) -> dict[str, Any]:
-        return {"budget": self.budget, "seed": self.seed}
-
-    def state_dict(self) -> dict[str, Any]:
-        return self._cost_state()
-
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        self._load_cost_state(state)
-
-
-class FlexMod(_BudgetedSchedule):
+class FlexMod(BudgetedSchedule):
     """FlexMod: importance- and quality-aware allocation of local iterations to modality combinations.
 
     Args:
@@ -212,7 +102,7 @@ class FlexMod(_BudgetedSchedule):
                     f"{self.agent_path!r} is not a file (an agent saved with BetaAgent.save)",
                 )
         self.agent_options = check_agent_options(owner, agent)
-        self.seed = integer(owner, "seed", seed)
+        self.seed = integer(owner, "seed", seed, low=0)  # seeds numpy generators: not negative
         self._agent: BetaAgent | None = None
         self._reset()
 

@@ -64,10 +64,10 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
+from fedmm.core.arguments import integer
 from fedmm.core.data.registry import federate, load_central
 from fedmm.core.data.types import CentralDataset, FederatedDataset, SampleSet
 from fedmm.core.embeddings import collect_embeddings
-from fedmm.core.errors import ConfigError
 from fedmm.core.experiment import Benchmark, SeedRun
 from fedmm.core.federation import Federation
 from fedmm.core.maths.prototypes import class_prototypes, nearest_prototype_accuracy
@@ -98,9 +98,7 @@ class AllClientsFirstRound(Technique):
     owns: ClassVar[frozenset[str]] = frozenset({"select_clients"})
 
     def __init__(self, clients_per_round: int) -> None:
-        if clients_per_round < 1:
-            raise ConfigError(f"clients_per_round must be >= 1 (got {clients_per_round})")
-        self.clients_per_round = int(clients_per_round)
+        self.clients_per_round = integer(self.name, "clients_per_round", clients_per_round, low=1)
         self._started = False
 
     def select_clients(self, ctx: RoundContext, candidates: np.ndarray) -> np.ndarray:

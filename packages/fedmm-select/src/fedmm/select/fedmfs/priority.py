@@ -67,10 +67,15 @@ def random_gamma(available: np.ndarray, gamma: int, rng: np.random.Generator) ->
 
 
 def check_parameters(
-    alpha_s: float, alpha_c: float, gamma: int, modalities: Sequence[str] | None = None
+    alpha_s: float,
+    alpha_c: float,
+    gamma: int,
+    modalities: Sequence[str] | None = None,
+    *,
+    owner: str = "FedMFS",
 ) -> None:
-    """Raise :class:`~fedmm.core.errors.ArgumentError` naming the invalid FedMFS parameter."""
-    owner = "FedMFS"
+    """Raise :class:`~fedmm.core.errors.ArgumentError` naming the invalid FedMFS parameter
+    (``owner``: the technique the message names)."""
     for name, value in (("alpha_s", alpha_s), ("alpha_c", alpha_c)):
         number(owner, name, value, low=0)  # each weighs a term of the priority
     if alpha_s == 0 and alpha_c == 0:

@@ -7,7 +7,8 @@ Hooks used:
   modality model is trained on its own NLL (``loss_terms``): the models share no gradients.
 * ``report`` — stage-1 ensemble (random forest over each local modality model's argmax prediction),
   Shapley impact ϕ_m of every modality the client owns, sizes |θ_m|, priority
-  ``P = α_s ϕ̂ + α_c (1 − ŝ)`` and the top-γ upload list (or a random γ for the baseline).
+  ``P = α_s ϕ̂ + α_c (1 − ŝ)`` and the top-γ upload list (the random-γ baseline,
+  :class:`~fedmm.select.baselines.random_upload.RandomUpload`, overrides only this choice).
 * ``upload`` — keeps only the chosen ``encoder.<m>`` groups (other groups, e.g. a late-fusion
   model's ``fusion``/``head``, are left as they are).
 * default ``aggregate`` — core's per-group FedAvg averages each modality model over its uploaders;
@@ -46,9 +47,8 @@ from fedmm.core.protocol import (
 )
 from fedmm.select.fedmfs.evaluation import fit_ensemble, modality_predictions
 from fedmm.select.fedmfs.model import modality_ensemble
-from fedmm.select.fedmfs.priority import check_parameters, priority, random_gamma, top_gamma
+from fedmm.select.fedmfs.priority import check_parameters, priority, top_gamma
 
-Selection = Literal["priority", "random"]
 ShapleyBackend = Literal["tree", "exact"]
 
 PER_MODALITY = "fedmfs_per_modality"
@@ -63,7 +63,6 @@ class FedMFS(Technique):
             fewer modalities uploads all it has). ``γ = M`` is the upload-everything baseline.
         alpha_s: weight of the normalised Shapley impact in the priority (``>= 0``).
         alpha_c: weight of the normalised model-size saving ``1 − ŝ`` (``>= 0``).
-        selection: ``"priority"`` (FedMFS) or ``"random"`` (baseline: γ modalities uniformly at random).
         shapley: ``"tree"`` — ``shap.TreeExplainer`` on the random forest, ϕ_m = Σ over explained
             samples and classes of |SHAP| (as the paper's code); ``"exact"`` — core's
             ``shapley_values(method="exact")`` with v(T) = mean probability of the true class when
@@ -76,6 +75,7 @@ class FedMFS(Technique):
     """
 
     name: ClassVar[str] = "fedmfs"
+    _owner: ClassVar[str] = "FedMFS"  # how its argument errors name it
     needs: ClassVar[ModelNeeds] = ModelNeeds(
         groups=("encoder.{m}",), why="it uploads each modality's model as that group"
     )
@@ -88,24 +88,21 @@ class FedMFS(Technique):
         gamma: int = 1,
         alpha_s: float = 0.5,
         alpha_c: float = 0.5,
-        selection: Selection = "priority",
         shapley: ShapleyBackend = "tree",
         n_estimators: int = 10,
         shap_samples: int = 50,
         model: Literal["ensemble", "late_fusion"] = "ensemble",
     ) -> None:
         # Every argument is checked here, when the technique is built, never in round 1.
-        check_parameters(alpha_s, alpha_c, gamma)
-        owner = "FedMFS"
+        owner = self._owner
+        check_parameters(alpha_s, alpha_c, gamma, owner=owner)
         model = choice(owner, "model", model, ("ensemble", "late_fusion"))  # type: ignore[assignment]
-        selection = choice(owner, "selection", selection, ("priority", "random"))  # type: ignore[assignment]
         shapley = choice(owner, "shapley", shapley, ("tree", "exact"))  # type: ignore[assignment]
         n_estimators = integer(owner, "n_estimators", n_estimators, low=1)
         shap_samples = integer(owner, "shap_samples", shap_samples, low=1)
         self.gamma = int(gamma)
         self.alpha_s = float(alpha_s)
         self.alpha_c = float(alpha_c)
-        self.selection: Selection = selection
         self.shapley: ShapleyBackend = shapley
         self.n_estimators = n_estimators
         self.shap_samples = shap_samples
@@ -116,7 +113,6 @@ class FedMFS(Technique):
             "gamma": self.gamma,
             "alpha_s": self.alpha_s,
             "alpha_c": self.alpha_c,
-            "selection": self.selection,
             "shapley": self.shapley,
             "n_estimators": self.n_estimators,
             "shap_samples": self.shap_samples,
@@ -132,7 +128,9 @@ class FedMFS(Technique):
         ``[model]`` section's ``encoders`` / ``encoder_options`` / ``embed_dim``; ``None`` keeps
         core's late-fusion model (``model="late_fusion"``)."""
         # gamma against the data's modalities: known once the data is, before round 1.
-        check_parameters(self.alpha_s, self.alpha_c, self.gamma, [m.name for m in data.modalities])
+        check_parameters(
+            self.alpha_s, self.alpha_c, self.gamma, [m.name for m in data.modalities], owner=self._owner
+        )
         if self.model_kind != "ensemble":
             return None
         return modality_ensemble(
@@ -146,7 +144,7 @@ class FedMFS(Technique):
     # -- server ------------------------------------------------------------------------------
     def configure(self, ctx: RoundContext, client_id: int, plan: TrainPlan) -> TrainPlan:
         names = [m.name for m in ctx.modalities]
-        check_parameters(self.alpha_s, self.alpha_c, self.gamma, names)
+        check_parameters(self.alpha_s, self.alpha_c, self.gamma, names, owner=self._owner)
         if set(ctx.groups) == {f"encoder.{m}" for m in names}:
             # Independent modality models: one NLL per modality instead of the fused CE.
             plan = plan.replace(loss_weights={**plan.loss_weights, "ce": 0.0})
@@ -188,12 +186,7 @@ class FedMFS(Technique):
         phi = np.zeros(len(names), dtype=np.float64)
         if available.sum() > 1:  # also for the random baseline, so its Shapley curves are logged too
             phi = self._shapley(model, data, available, seed)
-        if self.selection == "random":
-            chosen = random_gamma(available, self.gamma, np.random.default_rng(seed))
-        else:
-            sizes = self._sizes(model, names)
-            scores = priority(phi, sizes, available, self.alpha_s, self.alpha_c)
-            chosen = top_gamma(scores, available, self.gamma)
+        chosen = self._choose(model, names, phi, available, seed)
         upload = np.zeros(len(names), dtype=np.int8)
         upload[chosen] = 1
         # Small arrays: they count as uploaded bytes (a few dozen bytes per client).
@@ -209,6 +202,16 @@ class FedMFS(Technique):
         return tuple(g for g in groups if not g.startswith("encoder.") or g.split(".")[1] in chosen)
 
     # -- helpers -----------------------------------------------------------------------------
+    def _choose(
+        self, model: nn.Module, names: list[str], phi: np.ndarray, available: np.ndarray, seed: int
+    ) -> list[int]:
+        """The modalities (indices into ``names``) the client uploads: the top γ by priority.
+
+        The one step :class:`~fedmm.select.baselines.random_upload.RandomUpload` overrides."""
+        sizes = self._sizes(model, names)
+        scores = priority(phi, sizes, available, self.alpha_s, self.alpha_c)
+        return top_gamma(scores, available, self.gamma)
+
     @staticmethod
     def _sizes(model: nn.Module, names: list[str]) -> np.ndarray:
         """|θ_m|: number of values in modality m's groups (parameters and buffers)."""

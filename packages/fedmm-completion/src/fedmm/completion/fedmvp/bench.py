@@ -18,7 +18,7 @@ Protocol (protocol "2", the first under the seed harness; version "1" ran one se
   In every setting ``incomplete_fraction`` = 0.8 of the training samples lose exactly one
   modality (about half each) and 10 % of the training pool (drawn before the modalities are
   dropped, so complete pairs) is the server's labelled **public split**.
-* **Model.** Every arm trains the same :class:`~fedmm.completion.model.FedMVPModel` from the same
+* **Model.** Every arm trains the same :class:`~fedmm.completion.fedmvp.model.FedMVPModel` from the same
   initial weights: frozen per-modality extractors (core's MLP / 1-D conv encoders, 64-d,
   pre-trained on the public split, then frozen — our stand-in for the paper's backbones; shared
   by all arms, so every arm already gets this use of the public split) and a learnable joint
@@ -42,7 +42,7 @@ Protocol (protocol "2", the first under the seed harness; version "1" ran one se
     batch sizes and FLOPs as ``zero_fill``; only what it trains on differs. (Serving the split as
     an extra always-on client was the alternative; it changes the number of clients per round
     and adds ~10 % steps, so its gain would mix data and compute.)
-  - ``fedmvp``: completion by :class:`~fedmm.completion.completion.PoolCompleter` over the
+  - ``fedmvp``: completion by :class:`~fedmm.completion.fedmvp.completion.PoolCompleter` over the
     public split (coarse: the class; fine: the nearest available modality), MCM + RAM, CKA
     aggregation with the public split as probe set. One completion per incomplete sample, so
     the same samples and steps as the baselines.
@@ -103,9 +103,9 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from fedmm.completion.completion import PoolCompleter
-from fedmm.completion.model import FedMVPModel, pretrain_extractors
-from fedmm.completion.technique import FedMVP
+from fedmm.completion.fedmvp.completion import PoolCompleter
+from fedmm.completion.fedmvp.model import FedMVPModel, pretrain_extractors
+from fedmm.completion.fedmvp.technique import FedMVP
 from fedmm.core.data.registry import federate, load_central
 from fedmm.core.data.types import CentralDataset, ClientData, FederatedDataset, Partition, SampleSet
 from fedmm.core.experiment import Benchmark, SeedRun

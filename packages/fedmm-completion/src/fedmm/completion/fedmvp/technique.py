@@ -5,11 +5,11 @@ RAM, aggregate by CKA similarity (Che, Wang, Liu, Ma, arXiv 2406.11048; method n
 Hooks:
 
 * ``prepare`` (client): on a client's first round, complete its missing modalities with the
-  completer (e.g. :class:`~fedmm.completion.completion.PoolCompleter`) and cache the completed
+  completer (e.g. :class:`~fedmm.completion.fedmvp.completion.PoolCompleter`) and cache the completed
   columns in the client's state; later rounds reuse the cache. The work is measured by core's
   ledger (``flops_by_hook["prepare"]``, ``seconds_by_hook["prepare"]``).
 * ``loss_terms`` (client): MCM and RAM on the model's joint and unimodal embeddings
-  (:class:`~fedmm.completion.model.FedMVPModel`).
+  (:class:`~fedmm.completion.fedmvp.model.FedMVPModel`).
 * ``aggregate`` (server, owned; ``aggregation="cka"``): each uploaded model embeds the server's
   probe set; ``S_ij`` = linear CKA of clients ``i`` and ``j`` (rows L2-normalised), weights
   ``w_i ∝ Σ_j S_ij`` (degree centrality with the self-loop); ``aggregation="fedavg"`` leaves
@@ -26,9 +26,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from fedmm.completion.completion import FoundationCompleter, PoolCompleter
-from fedmm.completion.losses import mcm_loss, ram_loss
-from fedmm.completion.model import FedMVPModel, clip_extractors, pretrain_extractors
+from fedmm.completion.fedmvp.completion import FoundationCompleter, PoolCompleter
+from fedmm.completion.fedmvp.losses import mcm_loss, ram_loss
+from fedmm.completion.fedmvp.model import FedMVPModel, clip_extractors, pretrain_extractors
 from fedmm.core.arguments import choice, flag, integer, number, optional_text
 from fedmm.core.arrays import GroupedArrays, weighted_mean
 from fedmm.core.data.types import MISSING_LABEL, SampleSet
@@ -213,7 +213,7 @@ class FedMVP(Technique):
     def _clip_extractors(self, data: FederatedDataset) -> tuple[dict[str, nn.Module], dict[str, int]]:
         from transformers import AutoTokenizer
 
-        from fedmm.completion.foundation import FrozenCLIP
+        from fedmm.completion.fedmvp.foundation import FrozenCLIP
 
         assert self.clip_path is not None
         vocab = data.metadata.get("vocab")
@@ -232,7 +232,7 @@ class FedMVP(Technique):
         return clip_extractors(clip, tokenizer, vocab)
 
     def _foundation_completer(self, data: FederatedDataset) -> FoundationCompleter:
-        from fedmm.completion.foundation import Captioner, TextToImage
+        from fedmm.completion.fedmvp.foundation import Captioner, TextToImage
 
         vocab = data.metadata.get("vocab")
         if not vocab:

@@ -1,7 +1,7 @@
 """FedMVP's local model: frozen feature extractors, then a small learnable joint encoder (spec §3.2).
 
 * Frozen per-modality extractors ``f_m`` (FedMVP: ViT / BERT backbones fine-tuned on the task; here
-  any module, e.g. :class:`~fedmm.completion.foundation.FrozenCLIP`'s encoders or core encoders
+  any module, e.g. :class:`~fedmm.completion.fedmvp.foundation.FrozenCLIP`'s encoders or core encoders
   pre-trained on a public split). They are held *outside* the module tree, so they are no parameter
   group: never trained, never sent, never averaged — every client has them locally.
 * Learnable: a mapping ``h_m = W_m f_m`` per modality (group ``encoder.<m>``), a joint encoder ``J``

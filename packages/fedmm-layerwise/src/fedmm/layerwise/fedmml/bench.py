@@ -72,7 +72,7 @@ from fedmm.core.federation import Federation, History
 from fedmm.core.models.model import MultimodalModel, late_fusion
 from fedmm.core.plots import plot_compare
 from fedmm.core.protocol import FedAvg
-from fedmm.layerwise.technique import LayerWise
+from fedmm.layerwise.fedmml.technique import LayerWise
 
 CLIENTS = 10
 LAYERS = 4

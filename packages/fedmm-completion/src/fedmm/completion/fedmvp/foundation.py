@@ -11,7 +11,7 @@ FedMVP (arXiv 2406.11048) gives every client a set of large *pretrained* models 
 - :class:`TextToImage` wraps a ``diffusers`` ``StableDiffusionPipeline`` (our offline stand-in for
   DALL-E 2). It completes a sample whose *image* is missing from a prompt (coarse class template + the
   available caption). (The paper also generates the server's CKA probe set from class prompts;
-  here the probe is the server's real public split, see :class:`~fedmm.completion.technique.FedMVP`.)
+  here the probe is the server's real public split, see :class:`~fedmm.completion.fedmvp.technique.FedMVP`.)
 
 Why frozen: these models are never trained and never communicated. Their parameters are not parameter
 groups of the federated model, so they never appear in a client's update or in the global state; every

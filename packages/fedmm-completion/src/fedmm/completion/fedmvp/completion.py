@@ -12,7 +12,7 @@ distance, supplies the missing one). It works for every modality kind, token cap
 We tried a class-conditional linear generator first (class mean + ridge residual): its outputs
 carry the label too plainly, the model leaned on them, and accuracy fell below zero-filling on
 av-digits (0.830 vs 0.850); retrieval of real pairs gave 0.870. The foundation-model path
-(captioner + text-to-image pipeline) is :mod:`fedmm.completion.foundation`.
+(captioner + text-to-image pipeline) is :mod:`fedmm.completion.fedmvp.foundation`.
 """
 
 from __future__ import annotations
@@ -24,13 +24,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from fedmm.core.arguments import integer
 from fedmm.core.console import bar
 from fedmm.core.data.captions import WordTokenizer
 from fedmm.core.data.types import MISSING_LABEL, SampleSet
 from fedmm.core.errors import DataError
 
 if TYPE_CHECKING:
-    from fedmm.completion.foundation import Captioner, TextToImage
+    from fedmm.completion.fedmvp.foundation import Captioner, TextToImage
 
 __all__ = ["FoundationCompleter", "PoolCompleter"]
 
@@ -59,8 +60,7 @@ class PoolCompleter:
         progress: bool = False,
         copies: int = 1,
     ) -> None:
-        if copies < 1:
-            raise ValueError(f"copies must be >= 1 (got {copies})")
+        copies = integer("PoolCompleter", "copies", copies, low=1)
         keep = pool.present.all(axis=1) & ~pool.generated.any(axis=1)
         if int(keep.sum()) == 0:
             raise DataError(
@@ -132,7 +132,7 @@ class FoundationCompleter:
     """Complete image–caption samples with frozen foundation models (the paper's path).
 
     * missing **text**: the captioner continues the coarse class prompt
-      (:func:`~fedmm.completion.foundation.coarse_prompt`) from the image — coarse to fine — and the
+      (:func:`~fedmm.completion.fedmvp.foundation.coarse_prompt`) from the image — coarse to fine — and the
       caption is tokenised with the dataset's own vocabulary;
     * missing **image**: the text-to-image pipeline draws from the coarse prompt followed by the
       available caption, resized to the dataset's image shape.
@@ -170,7 +170,7 @@ class FoundationCompleter:
         self.steps, self.seed, self.batch_size, self.progress = steps, seed, batch_size, progress
 
     def _prompt(self, label: int) -> str:
-        from fedmm.completion.foundation import coarse_prompt
+        from fedmm.completion.fedmvp.foundation import coarse_prompt
 
         name = self.class_names[label] if 0 <= label < len(self.class_names) else "thing"
         return coarse_prompt(name, self.category)

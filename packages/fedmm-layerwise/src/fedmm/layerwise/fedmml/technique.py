@@ -4,9 +4,9 @@ Reference: Tun, Thwal, Huh, Hong et al., "Resource-Efficient Federated Multimoda
 Layer-wise and Progressive Training" (arXiv 2407.15426). Method notes (what we do, where it
 departs from the paper): ``docs/methods/layerwise.md``.
 
-Every layered encoder (core's ``transformer`` encoder, or :class:`~fedmm.layerwise.hf.HFTextEncoder`;
+Every layered encoder (core's ``transformer`` encoder, or :class:`~fedmm.layerwise.fedmml.hf.HFTextEncoder`;
 groups ``encoder.<m>.embed``, ``encoder.<m>.<i>``, ``encoder.<m>.norm``, ``encoder.<m>.proj``)
-grows by ``layers_per_stage`` layers per stage (:class:`~fedmm.layerwise.schedule.StageSchedule`).
+grows by ``layers_per_stage`` layers per stage (:class:`~fedmm.layerwise.fedmml.schedule.StageSchedule`).
 The ``configure`` hook writes the stage into each client's plan:
 
 * ``mode="lw"`` (LW-FedMML): ``depth`` = the layers grown so far; ``train`` = the newest block, the
@@ -44,7 +44,7 @@ from fedmm.core.errors import ArgumentError, ConfigError
 from fedmm.core.maths.contrastive import clip_loss
 from fedmm.core.models.model import expand_groups
 from fedmm.core.protocol import ClientContext, ModelNeeds, ResultsContext, RoundContext, Technique, TrainPlan
-from fedmm.layerwise.schedule import StageSchedule, schedule_from, stages_needed
+from fedmm.layerwise.fedmml.schedule import StageSchedule, schedule_from, stages_needed
 
 if TYPE_CHECKING:
     from fedmm.core.data.types import Batch
@@ -89,7 +89,9 @@ class LayerWise(Technique):
     needs: ClassVar[ModelNeeds] = ModelNeeds(
         layered_encoders=True,
         why="it grows and trains them layer by layer",
-        hint='build the encoders with encoder kind "transformer" (or fedmm.layerwise.hf.HFTextEncoder)',
+        hint=(
+            'build the encoders with encoder kind "transformer" (or fedmm.layerwise.fedmml.hf.HFTextEncoder)'
+        ),
     )
     # train is intersected with what earlier techniques planned and keep extended; download and
     # depth are the stage's, whatever was planned before.
@@ -192,7 +194,7 @@ class LayerWise(Technique):
         if not layers:
             raise ConfigError(
                 "layerwise: the model has no layered encoder (groups encoder.<m>.<i>); build the "
-                'encoders with encoder kind "transformer" (or fedmm.layerwise.hf.HFTextEncoder)'
+                'encoders with encoder kind "transformer" (or fedmm.layerwise.fedmml.hf.HFTextEncoder)'
             )
         per = self._per_stage(layers)
         needed = stages_needed(layers, per)

@@ -1,0 +1,17 @@
+"""FedMVP (Che, Wang, Liu, Ma, ECML-PKDD 2024, arXiv 2406.11048).
+
+The technique (:class:`~fedmm.completion.fedmvp.technique.FedMVP`: completion in ``prepare``, MCM
+and RAM losses, CKA aggregation), the retrieval completer
+(:class:`~fedmm.completion.fedmvp.completion.PoolCompleter`), the frozen foundation models
+(:mod:`fedmm.completion.fedmvp.foundation`: CLIP features, BLIP captioner, Stable Diffusion), the
+model (frozen extractors + learnable joint encoder) and the benchmark
+(:mod:`fedmm.completion.fedmvp.bench`). Where it departs from the paper, and what its benchmark
+measures: ``docs/methods/fedmvp.md``.
+"""
+
+from fedmm.completion.fedmvp.completion import PoolCompleter
+from fedmm.completion.fedmvp.losses import mcm_loss, nt_xent, ram_loss
+from fedmm.completion.fedmvp.model import FedMVPModel, pretrain_extractors
+from fedmm.completion.fedmvp.technique import FedMVP
+
+__all__ = ["FedMVP", "FedMVPModel", "PoolCompleter", "mcm_loss", "nt_xent", "pretrain_extractors", "ram_loss"]
