@@ -117,3 +117,15 @@ def test_nearest_prototype_accuracy_own_prototypes_separable():
     z = centres[y] + 0.1 * rng.normal(size=(90, 3))
     protos, counts = class_prototypes(torch.from_numpy(z), torch.from_numpy(y), 3)
     assert nearest_prototype_accuracy(z, y, protos, counts) == 1.0
+
+
+def test_update_keeps_last_rounds_prototype_for_a_class_nobody_reported() -> None:
+    from fedmm.core.maths.prototypes import update_prototypes
+
+    first, first_counts = update_prototypes(None, [np.array([[1.0, 1.0], [2.0, 2.0]])], [np.array([3, 1])])
+    np.testing.assert_array_equal(first_counts, [3, 1])
+    # Round 2: class 1 is reported by nobody, class 0 by two clients.
+    protos = [np.array([[0.0, 0.0], [9.0, 9.0]]), np.array([[4.0, 4.0], [9.0, 9.0]])]
+    merged, counts = update_prototypes((first, first_counts), protos, [np.array([1, 0]), np.array([3, 0])])
+    np.testing.assert_allclose(merged, [[3.0, 3.0], [2.0, 2.0]])  # class 0 merged, class 1 kept
+    np.testing.assert_array_equal(counts, [4, 1])

@@ -22,9 +22,10 @@ from torch import nn
 from fedmm.core.arrays import GroupedArrays, get_arrays, model_groups, nbytes, set_arrays
 from fedmm.core.data.types import MISSING_LABEL, Batch, ClientData, ModalitySpec
 from fedmm.core.errors import FedmmError
+from fedmm.core.groups import expand_groups, modality_of
 from fedmm.core.ledger import ClientCost
-from fedmm.core.measure import measure_step
-from fedmm.core.models.model import absent_groups, expand_groups, set_depth
+from fedmm.core.measure import StepMeasurement, measure_step
+from fedmm.core.models.model import absent_groups, set_depth
 from fedmm.core.protocol import ClientContext, ClientResult, Combination, Technique, TrainPlan
 
 KEEP_PREFIX = "kept/"
@@ -220,7 +221,7 @@ def client_round(
         # By default send what was trained, except the encoders of modalities this client never
         # had: they got no gradient, and averaging their unchanged copy would dilute the others'.
         held = set(data.modalities)
-        upload = tuple(g for g in trainable if not (g.startswith("encoder.") and g.split(".")[1] not in held))
+        upload = tuple(g for g in trainable if (mod := modality_of(g)) is None or mod in held)
     upload_hooks = _overriding(techniques, "upload")
     if upload_hooks:
         with _charged(cost, "upload"):
@@ -249,7 +250,7 @@ def _train_step(
     labelled: torch.Tensor,
     n_lab: int,
     loss_hooks: Sequence[Technique],
-    cctx: ClientContext,
+    cctx: ClientContext | None,
     weights: Mapping[str, float],
     optimizer: torch.optim.Optimizer,
     terms_seconds: list[float] | None = None,
@@ -266,6 +267,7 @@ def _train_step(
     if loss_hooks:
         t0 = time.perf_counter()
         # Nested in the step's measurement: this counter sees the terms only, the outer one all.
+        assert cctx is not None  # loss hooks run inside a client round
         with measure_step(track_memory=False) if terms_flops is not None else nullcontext() as m:
             for t in loss_hooks:
                 for name, term in t.loss_terms(cctx, batch, outputs).items():
@@ -281,6 +283,31 @@ def _train_step(
     loss.backward()
     optimizer.step()
     return float(loss.detach())
+
+
+def measure_train_step(
+    model: nn.Module, batch: Batch, active: tuple[str, ...] | None = None, *, track_memory: bool = False
+) -> StepMeasurement:
+    """Measure one training step exactly as a client runs it (forward with only ``active``
+    modalities, cross-entropy on the labelled samples, backward, optimiser step), without
+    changing ``model``'s weights (SGD with learning rate 0 over every parameter).
+
+    For a technique that plans by measured cost (FlexMod's per-combination budget): the FLOPs
+    are what the ledger charges a client for the same step. ``model`` is put in training mode
+    and its gradients are overwritten: pass a working copy.
+    """
+    model.train()
+    params = list(model.parameters())
+    for p in params:
+        p.requires_grad_(True)
+    optimizer = torch.optim.SGD(params, lr=0.0)
+    labelled = batch.labels != MISSING_LABEL
+    n_lab = int(labelled.sum())
+    if n_lab == 0:
+        raise FedmmError("measure_train_step needs a batch with labelled samples")
+    with measure_step(track_memory=track_memory) as m:
+        _train_step(model, batch, active, labelled, n_lab, (), None, {}, optimizer)
+    return m
 
 
 def _overriding(techniques: Sequence[Technique], hook: str) -> list[Technique]:
@@ -317,4 +344,11 @@ def kept_groups(model: nn.Module, state: Mapping[str, np.ndarray]) -> list[str]:
     ]
 
 
-__all__ = ["StepMeter", "client_round", "derive_seed", "groups_to_receive", "kept_groups"]
+__all__ = [
+    "StepMeter",
+    "client_round",
+    "derive_seed",
+    "groups_to_receive",
+    "kept_groups",
+    "measure_train_step",
+]

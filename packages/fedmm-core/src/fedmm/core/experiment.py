@@ -239,8 +239,8 @@ class Benchmark:
         env = {**os.environ, _SEED_PROCESS: "1"}
         args = [self.run_seed.__module__, self.name, mode, str(seed), str(store.folder)]
         code = (
-            "import sys; from fedmm.core.experiment import _seed_process_main; "
-            "_seed_process_main(sys.argv[1:])"
+            "import sys; from fedmm.core.experiment import seed_process_main; "
+            "seed_process_main(sys.argv[1:])"
         )
         done = subprocess.run([sys.executable, "-c", code, *args], env=env, capture_output=True, text=True)
         if done.returncode != 0:
@@ -263,7 +263,7 @@ def _in_seed_process() -> bool:
     return os.environ.get(_SEED_PROCESS) == "1"
 
 
-def _seed_process_main(argv: Sequence[str]) -> None:
+def seed_process_main(argv: Sequence[str]) -> None:
     """Entry of a seed's own process: find the benchmark in its module and run that one seed."""
     import importlib
 

@@ -19,9 +19,8 @@ client function runs in-process, in a worker or in Flower's ClientApp and gives 
 from __future__ import annotations
 
 import dataclasses
-import fnmatch
 import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
@@ -31,6 +30,7 @@ import torch
 
 from fedmm.core.arrays import GroupedArrays, weighted_mean
 from fedmm.core.errors import ConfigError
+from fedmm.core.groups import expand_modalities, matches
 
 if TYPE_CHECKING:
     from torch import nn
@@ -404,21 +404,6 @@ def check_techniques(techniques: Sequence[Technique]) -> None:
                 )
 
 
-def _expand(patterns: Iterable[str], modalities: Sequence[str]) -> list[str]:
-    """Group patterns with ``{m}`` written out for every modality."""
-    out: list[str] = []
-    for p in patterns:
-        if "{m}" in p:
-            out.extend(p.format(m=m) for m in modalities)
-        else:
-            out.append(p)
-    return out
-
-
-def _has(groups: Iterable[str], pattern: str) -> bool:
-    return any(g == pattern or g.startswith(pattern + ".") or fnmatch.fnmatchcase(g, pattern) for g in groups)
-
-
 @dataclass(frozen=True)
 class _Lack:
     """Something a technique needs that a model lacks: the group pattern (None = layered encoders)."""
@@ -428,13 +413,13 @@ class _Lack:
     missing: str  # what the model has instead: "no 'fusion' group" / "none"
 
     def in_model(self, groups: Sequence[str], layered: bool) -> bool:
-        return layered if self.group is None else _has(groups, self.group)
+        return layered if self.group is None else any(matches(g, self.group) for g in groups)
 
 
 def _lack(needs: ModelNeeds, groups: Sequence[str], layered: bool, modalities: Sequence[str]) -> _Lack | None:
     """The first thing ``needs`` asks for that a model with these groups lacks."""
-    for pattern in _expand(needs.groups, modalities):
-        if not _has(groups, pattern):
+    for pattern in expand_modalities(needs.groups, modalities):
+        if not any(matches(g, pattern) for g in groups):
             why = f" ({needs.why})" if needs.why else ""
             return _Lack(pattern, f"needs the '{pattern}' parameter group{why}", f"no '{pattern}' group")
     if needs.layered_encoders and not layered:
@@ -455,7 +440,7 @@ def check_model(
     declared model lacks it too, the refusal names both techniques."""
     builders = [(t, m) for t in techniques if (m := t.builds_model()) is not None]
     builder, built = builders[0] if builders else (None, None)
-    declared = None if built is None or built.groups is None else _expand(built.groups, modalities)
+    declared = None if built is None or built.groups is None else expand_modalities(built.groups, modalities)
     if groups is None and declared is None:
         return
     layered = groups is not None and any(_LAYER_GROUP.match(g) for g in groups)

@@ -27,6 +27,7 @@ from torch import nn
 from fedmm.core.console import bar
 from fedmm.core.data.types import MISSING_LABEL, Batch, ModalitySpec, SampleSet
 from fedmm.core.errors import ConfigError
+from fedmm.core.groups import encoder_group
 from fedmm.core.models.encoders import build_encoder
 from fedmm.core.models.model import ModelOutput
 
@@ -101,9 +102,9 @@ class FedMVPModel(nn.Module):
     def parameter_groups(self) -> dict[str, tuple[str, ...]]:
         groups: dict[str, list[str]] = {}
         for key in self.state_dict():
-            top = key.split(".")[0]
+            top, _, rest = key.partition(".")
             if top == "encoders":
-                g = f"encoder.{key.split('.')[1]}"
+                g = encoder_group(rest.partition(".")[0])
             elif top in ("fusion", "modality_embedding"):
                 g = "fusion"
             else:

@@ -34,6 +34,7 @@ from fedmm.core.arrays import GroupedArrays, weighted_mean
 from fedmm.core.data.types import MISSING_LABEL, SampleSet
 from fedmm.core.errors import ArgumentError, ConfigError
 from fedmm.core.maths.cka import cka_aggregation_weights
+from fedmm.core.models.model import EmbeddingClassifier
 from fedmm.core.protocol import (
     BuiltModel,
     ClientContext,
@@ -302,12 +303,12 @@ class FedMVP(Technique):
         }
         if self.mcm_weight > 0 and uni and len(batch) > 1:
             terms[MCM] = mcm_loss(outputs.fused, uni, self.temperature, self.mcm_weight)
-        if self.ram_weight > 0 and uni and bool(labelled.any()) and hasattr(model, "classify"):
+        # RAM needs the shared head on unimodal embeddings (FedMVPModel has it; late fusion does not).
+        if self.ram_weight > 0 and uni and bool(labelled.any()) and isinstance(model, EmbeddingClassifier):
             y = batch.labels[labelled]
             joint_ce = F.cross_entropy(outputs.logits[labelled], y)
-            classify: Any = getattr(model, "classify")  # noqa: B009 (FedMVPModel API)
             uni_l = {m: u[labelled] for m, u in uni.items()}
-            uni_ce = {m: F.cross_entropy(classify(u), y) for m, u in uni_l.items()}
+            uni_ce = {m: F.cross_entropy(model.classify(u), y) for m, u in uni_l.items()}
             terms[RAM] = ram_loss(outputs.fused[labelled], uni_l, uni_ce, joint_ce, self.ram_weight)
         return terms
 

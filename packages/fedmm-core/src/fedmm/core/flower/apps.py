@@ -34,7 +34,7 @@ from fedmm.core.engine import TrainOutcome, TrainRequest
 from fedmm.core.errors import FedmmError
 from fedmm.core.failures import ClientDrop
 from fedmm.core.flower.codec import (
-    _contiguous,
+    contiguous,
     arrays_to_record,
     content_bytes,
     pack,
@@ -96,7 +96,7 @@ def _load_state(context: Context) -> dict[str, np.ndarray]:
 def _store_state(context: Context, state: Mapping[str, np.ndarray]) -> None:
     from flwr.app import Array
 
-    context.state[STATE_RECORD] = ArrayRecord({k: Array(_contiguous(v)) for k, v in state.items()})
+    context.state[STATE_RECORD] = ArrayRecord({k: Array(contiguous(v)) for k, v in state.items()})
 
 
 def make_client_app(runtime: RuntimeSource) -> ClientApp:

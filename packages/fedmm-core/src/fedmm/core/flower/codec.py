@@ -22,7 +22,7 @@ from fedmm.core.errors import UpdateError
 SEP = "|"
 
 
-def _contiguous(value: np.ndarray) -> np.ndarray:
+def contiguous(value: np.ndarray) -> np.ndarray:
     # Not np.ascontiguousarray: it turns 0-d arrays (e.g. BatchNorm's batch counter) into 1-d.
     value = np.asarray(value)
     return value if value.flags.c_contiguous else value.copy(order="C")
@@ -33,7 +33,7 @@ def arrays_to_record(arrays: Mapping[str, Mapping[str, np.ndarray]]) -> ArrayRec
     items: dict[str, Array] = {}
     for group, tensors in arrays.items():
         for key, value in tensors.items():
-            items[f"{group}{SEP}{key}"] = Array(_contiguous(value))
+            items[f"{group}{SEP}{key}"] = Array(contiguous(value))
     return ArrayRecord(items)
 
 
@@ -94,7 +94,7 @@ def pack(content: RecordDict, name: str, value: Any) -> None:
     text = json.dumps(_encode(value, arrays))
     content[name] = ConfigRecord({"json": text})
     if arrays:
-        content[name + ".arrays"] = ArrayRecord({k: Array(_contiguous(v)) for k, v in arrays.items()})
+        content[name + ".arrays"] = ArrayRecord({k: Array(contiguous(v)) for k, v in arrays.items()})
 
 
 def unpack(content: RecordDict, name: str) -> Any:
@@ -125,4 +125,4 @@ def content_bytes(content: RecordDict) -> int:
     return total
 
 
-__all__ = ["_contiguous", "arrays_to_record", "content_bytes", "pack", "record_to_arrays", "unpack"]
+__all__ = ["contiguous", "arrays_to_record", "content_bytes", "pack", "record_to_arrays", "unpack"]

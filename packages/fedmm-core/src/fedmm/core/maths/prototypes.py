@@ -35,6 +35,7 @@ __all__ = [
     "merge_prototypes",
     "nearest_prototype_accuracy",
     "prototype_quality",
+    "update_prototypes",
 ]
 
 UNLABELLED = -1
@@ -176,6 +177,25 @@ def merge_prototypes(
     present = total > 0
     merged[present] = weighted[present] / total[present, None]
     return merged, total
+
+
+def update_prototypes(
+    previous: tuple[np.ndarray, np.ndarray] | None,
+    protos: Sequence[ArrayLike],
+    counts: Sequence[ArrayLike | Sequence[int]],
+) -> tuple[np.ndarray, np.ndarray]:
+    """This round's global prototypes: the clients' merge (:func:`merge_prototypes`), where a class
+    nobody reported this round keeps its ``previous`` prototype and count (a server keeps what it
+    knew rather than forgetting a class for one round). ``previous`` is ``(prototypes, counts)``
+    of the last round, or None in the first.
+    """
+    merged, merged_counts = merge_prototypes(protos, counts)
+    if previous is not None:
+        old, old_counts = previous
+        missing = merged_counts == 0
+        merged[missing] = np.asarray(old)[missing]
+        merged_counts = np.where(missing, np.asarray(old_counts), merged_counts)
+    return merged, merged_counts
 
 
 def prototype_quality(prototypes: ArrayLike, counts: ArrayLike | Sequence[int] | None = None) -> float:

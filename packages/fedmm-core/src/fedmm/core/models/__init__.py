@@ -1,5 +1,6 @@
 """Models: per-modality encoders, fusion, head, addressed by parameter groups."""
 
+from fedmm.core.groups import expand_groups
 from fedmm.core.models.encoders import (
     CNNEncoder,
     Conv1dEncoder,
@@ -11,12 +12,12 @@ from fedmm.core.models.encoders import (
 from fedmm.core.models.model import (
     AttentionFusion,
     ConcatFusion,
+    EmbeddingClassifier,
     LayeredEncoder,
     ModelOutput,
     MultimodalModel,
     absent_groups,
     deepest,
-    expand_groups,
     late_fusion,
     layered_encoders,
     set_depth,
@@ -27,6 +28,7 @@ __all__ = [
     "CNNEncoder",
     "ConcatFusion",
     "Conv1dEncoder",
+    "EmbeddingClassifier",
     "LSTMEncoder",
     "LayeredEncoder",
     "MLPEncoder",

@@ -8,10 +8,9 @@ encoder whose modality is absent from the whole batch is not run at all (no FLOP
 
 from __future__ import annotations
 
-import fnmatch
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol, cast
+from typing import Protocol, cast, runtime_checkable
 
 import torch
 from torch import nn
@@ -19,6 +18,7 @@ from torch import nn
 from fedmm.core.arrays import model_groups
 from fedmm.core.data.types import Batch, ModalitySpec
 from fedmm.core.errors import ConfigError
+from fedmm.core.groups import encoder_group
 from fedmm.core.models.encoders import build_encoder
 
 FUSIONS = ("concat", "attention")
@@ -82,6 +82,15 @@ class ModelOutput:
     present: torch.Tensor
 
 
+@runtime_checkable
+class EmbeddingClassifier(Protocol):
+    """A model whose classifier can be applied to any embedding of the fused width: ``classify(z)``
+    → logits. A technique that classifies unimodal embeddings through the shared head (FedMVP's
+    representation-alignment loss) relies on this, checked with ``isinstance``."""
+
+    def classify(self, z: torch.Tensor) -> torch.Tensor: ...
+
+
 class MultimodalModel(nn.Module):
     """Encoders (one per modality) → fusion → head.
 
@@ -141,7 +150,7 @@ class MultimodalModel(nn.Module):
         if top == "encoders":
             modality, _, inner = rest.partition(".")
             part_of = getattr(self.encoders[modality], "part_of_parameter", None)
-            return f"encoder.{modality}" if part_of is None else f"encoder.{modality}.{part_of(inner)}"
+            return encoder_group(modality, None if part_of is None else part_of(inner))
         if top in ("fusion", "head"):
             return top
         raise KeyError(f"parameter {key!r} is outside encoders/fusion/head")
@@ -218,30 +227,10 @@ def absent_groups(model: nn.Module, depth: Mapping[str, int] | None = None) -> t
         if enc is None:
             continue
         for i in range(int(d), int(enc.num_layers)):
-            g = f"encoder.{m}.{enc.layer_part(i)}"
+            g = encoder_group(m, enc.layer_part(i))
             if g in groups:
                 out.append(g)
     return tuple(out)
-
-
-def expand_groups(patterns: Iterable[str], groups: Iterable[str]) -> tuple[str, ...]:
-    """Resolve group patterns against the model's groups, keeping the model's order.
-
-    A pattern matches a group equal to it, any group below it (``encoder.text`` matches
-    ``encoder.text.0``), or a shell-style wildcard (``encoder.*``). ``*`` alone means all.
-    """
-    groups = list(groups)
-    chosen: set[str] = set()
-    for pattern in patterns:
-        hit = [
-            g
-            for g in groups
-            if g == pattern or g.startswith(pattern + ".") or fnmatch.fnmatchcase(g, pattern)
-        ]
-        if not hit:
-            raise ConfigError(f"parameter group {pattern!r} matches nothing; the model's groups are {groups}")
-        chosen.update(hit)
-    return tuple(g for g in groups if g in chosen)
 
 
 def late_fusion(

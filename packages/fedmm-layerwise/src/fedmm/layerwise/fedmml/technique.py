@@ -41,8 +41,8 @@ import torch
 
 from fedmm.core.arguments import choice, flag, integer, number
 from fedmm.core.errors import ArgumentError, ConfigError
+from fedmm.core.groups import expand_groups, modality_of
 from fedmm.core.maths.contrastive import clip_loss
-from fedmm.core.models.model import expand_groups
 from fedmm.core.protocol import ClientContext, ModelNeeds, ResultsContext, RoundContext, Technique, TrainPlan
 from fedmm.layerwise.fedmml.schedule import StageSchedule, schedule_from, stages_needed
 
@@ -222,7 +222,7 @@ class LayerWise(Technique):
         train: list[str] = []
         keep: list[str] = []
         for g in groups:
-            m = g.split(".")[1] if g.startswith("encoder.") else None
+            m = modality_of(g)
             if m not in layers:
                 train.append(g)  # fusion, head, non-layered encoders: always trained
                 continue

@@ -1,9 +1,10 @@
 """Measured cost of one local iteration of each modality combination, and a client's budget.
 
-FlexMod's budget is in FLOPs (device-independent; spec §5): ``c_S`` is what core's
-:func:`~fedmm.core.measure.measure_step` counts for one real training step (forward with only
-``S`` active, cross-entropy, backward, SGD step) on a batch of the server's validation data, on
-a copy of the global model. It depends only on shapes, so it is measured once per combination.
+FlexMod's budget is in FLOPs (device-independent): ``c_S`` is what core's
+:func:`~fedmm.core.client.measure_train_step` counts for one real training step, the step a
+client runs (forward with only ``S`` active, cross-entropy, backward, optimiser step), on a
+batch of the server's validation data, on a copy of the global model. It depends only on shapes,
+so it is measured once per combination.
 """
 
 from __future__ import annotations
@@ -13,13 +14,11 @@ import math
 from collections.abc import Callable, Sequence
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 from torch import nn
 
+from fedmm.core.client import measure_train_step
 from fedmm.core.data.types import MISSING_LABEL, SampleSet
 from fedmm.core.errors import ConfigError
-from fedmm.core.measure import measure_step
 
 __all__ = ["CombinationCosts", "entire_update_iterations"]
 
@@ -45,19 +44,8 @@ class CombinationCosts:
                 raise ConfigError("FlexMod needs labelled validation samples to measure step costs")
             batch = samples.batch(idx)
             work = copy.deepcopy(model())
-            work.train()
-            params = [p for p in work.parameters()]
-            for p in params:
-                p.requires_grad_(True)
-            optimizer = torch.optim.SGD(params, lr=0.0)  # lr 0: measure the step, change nothing
             for s in todo:
-                with measure_step(track_memory=False) as m:
-                    out = work(batch, s)
-                    loss = F.cross_entropy(out.logits, batch.labels)
-                    optimizer.zero_grad(set_to_none=True)
-                    loss.backward()
-                    optimizer.step()
-                self.flops[s] = max(int(m.flops), 1)
+                self.flops[s] = max(int(measure_train_step(work, batch, s).flops), 1)
         return np.array([self.flops[s] for s in combos], dtype=np.float64)
 
     def state_dict(self) -> dict[str, int]:

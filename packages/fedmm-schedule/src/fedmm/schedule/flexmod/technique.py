@@ -32,7 +32,7 @@ import numpy as np
 from fedmm.core.arguments import integer, number, optional_number, optional_text
 from fedmm.core.embeddings import collect_embeddings, modality_prototypes
 from fedmm.core.errors import ArgumentError, ConfigError
-from fedmm.core.maths.prototypes import merge_prototypes
+from fedmm.core.maths.prototypes import update_prototypes
 from fedmm.core.protocol import ClientContext, Combination, ResultsContext, RoundContext, TrainPlan
 from fedmm.schedule.flexmod.agent import BetaAgent, check_agent_options
 from fedmm.schedule.flexmod.allocation import (
@@ -194,15 +194,12 @@ class FlexMod(BudgetedSchedule):
             reps = [r.report for r in ctx.results if PROTO + m in r.report]
             if not reps:
                 continue
-            merged, counts = merge_prototypes(
-                [np.asarray(r[PROTO + m]) for r in reps], [np.asarray(r[COUNTS + m]) for r in reps]
+            # Classes nobody reported this round keep their last prototype.
+            self._protos[m] = update_prototypes(
+                self._protos.get(m),
+                [np.asarray(r[PROTO + m]) for r in reps],
+                [np.asarray(r[COUNTS + m]) for r in reps],
             )
-            if m in self._protos:  # classes nobody reported this round keep their last prototype
-                old, old_counts = self._protos[m]
-                missing = np.asarray(counts) == 0
-                merged[missing] = old[missing]
-                counts = np.where(missing, old_counts, counts)
-            self._protos[m] = (merged, counts)
         self._quality = quality(self._protos)
         need = training_need({m: self._quality.get(m, 0.0) for m in names})
         if ctx.validation is None or len(ctx.validation) == 0:

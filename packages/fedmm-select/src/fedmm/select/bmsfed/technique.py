@@ -36,7 +36,8 @@ import torch
 from fedmm.core.arguments import flag, integer, number, optional_integer
 from fedmm.core.embeddings import collect_embeddings
 from fedmm.core.errors import ConfigError
-from fedmm.core.maths.prototypes import class_prototypes, merge_prototypes, nearest_prototype_accuracy
+from fedmm.core.groups import encoder_group, of_modality
+from fedmm.core.maths.prototypes import class_prototypes, nearest_prototype_accuracy, update_prototypes
 from fedmm.core.protocol import (
     ClientContext,
     Combination,
@@ -287,7 +288,9 @@ class BMSFed(Technique):
             only = names[int(np.argmax(self._has[client_id]))]
         if only is not None:
             plan = plan.replace(
-                train=(f"encoder.{only}", "fusion", "head"), combinations=(Combination((only,)),), upload=None
+                train=(encoder_group(only), "fusion", "head"),
+                combinations=(Combination((only,)),),
+                upload=None,
             )
         return plan
 
@@ -295,9 +298,7 @@ class BMSFed(Technique):
         first, second = self._setup(ctx)
         names = (first, second)
         prev = ctx.previous_arrays
-        enc_groups = {
-            m: [g for g in ctx.groups if g == f"encoder.{m}" or g.startswith(f"encoder.{m}.")] for m in names
-        }
+        enc_groups = {m: of_modality(ctx.groups, m) for m in names}
         round_protos: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {m: [] for m in names}
         for r in ctx.results:
             cid = r.client_id
@@ -331,15 +332,11 @@ class BMSFed(Technique):
         for m in names:
             if not round_protos[m]:
                 continue
-            merged, counts = merge_prototypes(
-                [p for p, _ in round_protos[m]], [c for _, c in round_protos[m]]
+            # Classes nobody selected this round held keep their previous global prototype.
+            previous = (self._protos[m], self._counts[m]) if m in self._protos else None
+            self._protos[m], self._counts[m] = update_prototypes(
+                previous, [p for p, _ in round_protos[m]], [c for _, c in round_protos[m]]
             )
-            if m in self._protos:
-                # Classes nobody selected this round held keep their previous global prototype.
-                keep = counts == 0
-                merged[keep] = self._protos[m][keep]
-                counts[keep] = self._counts[m][keep]
-            self._protos[m], self._counts[m] = merged, counts
         sizes = np.asarray(ctx.client_sizes, dtype=np.float64)
         known = np.isfinite(self._rho)
         if known.any() and sizes[known].sum() > 0:

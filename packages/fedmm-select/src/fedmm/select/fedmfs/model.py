@@ -17,6 +17,7 @@ from torch import nn
 
 from fedmm.core.data.types import Batch, ModalitySpec
 from fedmm.core.errors import ConfigError
+from fedmm.core.groups import encoder_group
 from fedmm.core.models.encoders import build_encoder
 from fedmm.core.models.model import ModelOutput, out_dim
 
@@ -102,7 +103,7 @@ class ModalityEnsembleModel(nn.Module):
                 top, _, rest = key.partition(".")
                 if top != "encoders":  # pragma: no cover - all parameters live in self.encoders
                     raise KeyError(f"parameter {key!r} is outside the modality models")
-                groups.setdefault(f"encoder.{rest.partition('.')[0]}", []).append(key)
+                groups.setdefault(encoder_group(rest.partition(".")[0]), []).append(key)
             self._groups = {g: tuple(keys) for g, keys in groups.items()}
         return self._groups
 

@@ -34,8 +34,9 @@ from torch import nn
 from fedmm.core.arguments import choice, integer
 from fedmm.core.arrays import model_groups
 from fedmm.core.data.types import MISSING_LABEL, Batch, ClientData, FederatedDataset
+from fedmm.core.groups import encoder_group, expand_groups, modality_of
 from fedmm.core.maths.shapley import shapley_values
-from fedmm.core.models.model import ModelOutput, expand_groups
+from fedmm.core.models.model import ModelOutput
 from fedmm.core.protocol import (
     BuiltModel,
     ClientContext,
@@ -145,7 +146,7 @@ class FedMFS(Technique):
     def configure(self, ctx: RoundContext, client_id: int, plan: TrainPlan) -> TrainPlan:
         names = [m.name for m in ctx.modalities]
         check_parameters(self.alpha_s, self.alpha_c, self.gamma, names, owner=self._owner)
-        if set(ctx.groups) == {f"encoder.{m}" for m in names}:
+        if set(ctx.groups) == {encoder_group(m) for m in names}:
             # Independent modality models: one NLL per modality instead of the fused CE.
             plan = plan.replace(loss_weights={**plan.loss_weights, "ce": 0.0})
             return plan.with_extra(**{PER_MODALITY: True})
@@ -199,7 +200,7 @@ class FedMFS(Technique):
             return groups
         names = [m.name for m in cctx.modalities]
         chosen = {names[j] for j in np.flatnonzero(np.asarray(report[UPLOAD]))}
-        return tuple(g for g in groups if not g.startswith("encoder.") or g.split(".")[1] in chosen)
+        return tuple(g for g in groups if (m := modality_of(g)) is None or m in chosen)
 
     # -- helpers -----------------------------------------------------------------------------
     def _choose(
@@ -219,7 +220,7 @@ class FedMFS(Technique):
         state = model.state_dict()
         sizes = np.zeros(len(names), dtype=np.float64)
         for j, m in enumerate(names):
-            for g in expand_groups([f"encoder.{m}"], groups):
+            for g in expand_groups([encoder_group(m)], groups):
                 sizes[j] += sum(state[k].numel() for k in groups[g])
         return sizes
 

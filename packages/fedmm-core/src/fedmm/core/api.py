@@ -1,0 +1,176 @@
+"""The technique-author API: everything a technique package may import from fedmm-core.
+
+A technique package (fedmm-select, fedmm-schedule, ...) imports core only from this module
+(its benchmarks may also use the experiment harness, datasets and engines). What is here is
+stable and documented; everything else in core may change without notice. A test
+(``integration_tests/test_technique_api.py``) enforces that technique modules import nothing
+else from core and no underscore name from anywhere.
+
+Groups of names (see ``docs/architecture.md``, "The technique-author API"):
+
+- **The round protocol**: :class:`Technique` and its hooks' types (:class:`TrainPlan`,
+  :class:`Combination`, :class:`RoundContext` for ``select_clients``/``configure``,
+  :class:`ResultsContext` for ``aggregate``/``after_round``, :class:`ClientContext` for the client
+  hooks, :class:`ClientResult`), and the declarations checked before any round runs
+  (:class:`ModelNeeds`, :class:`BuiltModel`).
+- **Arguments and errors**: the argument checks that raise :class:`ArgumentError` naming the
+  argument; the error types.
+- **Data**: :class:`Batch`, :class:`ClientData`, :class:`SampleSet`, :class:`FederatedDataset`,
+  :class:`ModalitySpec`, ``MISSING_LABEL``.
+- **Parameter groups**: build, parse and match group names (:mod:`fedmm.core.groups`) instead of
+  splitting strings.
+- **Models**: the typed protocols a technique may rely on (:class:`ModelOutput` of every forward
+  pass, :class:`EmbeddingClassifier`, :class:`LayeredEncoder`), core's late-fusion model and
+  encoders for a technique that builds its own.
+- **Embeddings and prototypes**: per-class embeddings of a model on data, and their merge
+  across clients (count-weighted, keeping last round's value for a class nobody reported).
+- **Measured cost**: :func:`measure_train_step` (the FLOPs the ledger charges a client for one
+  step), :func:`measure_step` for any other block, and the ledger's records.
+- **Shared maths**: Shapley values, CKA weights, the CLIP loss.
+"""
+
+from __future__ import annotations
+
+from fedmm.core.arguments import (
+    choice,
+    did_you_mean,
+    flag,
+    integer,
+    known_keys,
+    number,
+    optional_integer,
+    optional_number,
+    optional_text,
+)
+from fedmm.core.arrays import GroupedArrays, get_arrays, model_groups, set_arrays, weighted_mean
+from fedmm.core.client import measure_train_step
+from fedmm.core.console import bar
+from fedmm.core.data.captions import WordTokenizer
+from fedmm.core.data.types import (
+    MISSING_LABEL,
+    Batch,
+    CentralDataset,
+    ClientData,
+    FederatedDataset,
+    ModalitySpec,
+    SampleSet,
+)
+from fedmm.core.embeddings import collect_embeddings, modality_prototypes
+from fedmm.core.errors import ArgumentError, ConfigError, DataError, FedmmError
+from fedmm.core.evaluate import predict
+from fedmm.core.groups import (
+    encoder_group,
+    expand_groups,
+    expand_modalities,
+    matches,
+    modality_of,
+    of_modality,
+    part_of,
+)
+from fedmm.core.ledger import ClientCost, Ledger, ServerCost
+from fedmm.core.maths.cka import cka_aggregation_weights
+from fedmm.core.maths.contrastive import clip_loss
+from fedmm.core.maths.prototypes import (
+    class_prototypes,
+    merge_prototypes,
+    nearest_prototype_accuracy,
+    prototype_quality,
+    update_prototypes,
+)
+from fedmm.core.maths.shapley import minmax_normalize, shapley_values
+from fedmm.core.measure import StepMeasurement, measure_step
+from fedmm.core.models.encoders import build_encoder
+from fedmm.core.models.model import (
+    EmbeddingClassifier,
+    LayeredEncoder,
+    ModelOutput,
+    MultimodalModel,
+    late_fusion,
+    layered_encoders,
+    out_dim,
+)
+from fedmm.core.protocol import (
+    BuiltModel,
+    ClientContext,
+    ClientResult,
+    Combination,
+    ModelFactory,
+    ModelNeeds,
+    ResultsContext,
+    RoundContext,
+    Technique,
+    TrainPlan,
+)
+
+__all__ = [
+    "MISSING_LABEL",
+    "ArgumentError",
+    "Batch",
+    "BuiltModel",
+    "CentralDataset",
+    "ClientContext",
+    "ClientCost",
+    "ClientData",
+    "ClientResult",
+    "Combination",
+    "ConfigError",
+    "DataError",
+    "EmbeddingClassifier",
+    "FederatedDataset",
+    "FedmmError",
+    "GroupedArrays",
+    "LayeredEncoder",
+    "Ledger",
+    "ModalitySpec",
+    "ModelFactory",
+    "ModelNeeds",
+    "ModelOutput",
+    "MultimodalModel",
+    "ResultsContext",
+    "RoundContext",
+    "SampleSet",
+    "ServerCost",
+    "StepMeasurement",
+    "Technique",
+    "TrainPlan",
+    "WordTokenizer",
+    "bar",
+    "build_encoder",
+    "choice",
+    "cka_aggregation_weights",
+    "class_prototypes",
+    "clip_loss",
+    "collect_embeddings",
+    "did_you_mean",
+    "encoder_group",
+    "expand_groups",
+    "expand_modalities",
+    "flag",
+    "get_arrays",
+    "integer",
+    "known_keys",
+    "late_fusion",
+    "layered_encoders",
+    "matches",
+    "measure_step",
+    "measure_train_step",
+    "merge_prototypes",
+    "minmax_normalize",
+    "modality_of",
+    "modality_prototypes",
+    "model_groups",
+    "nearest_prototype_accuracy",
+    "number",
+    "of_modality",
+    "optional_integer",
+    "optional_number",
+    "optional_text",
+    "out_dim",
+    "part_of",
+    "predict",
+    "prototype_quality",
+    "set_arrays",
+    "shapley_values",
+    "update_prototypes",
+    "weighted_mean",
+]
