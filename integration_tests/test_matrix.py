@@ -15,13 +15,16 @@ from __future__ import annotations
 
 import itertools
 import math
+import tomllib
+from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
 
 from fedmm.core import FedAvg, Federation, datasets
-from fedmm.core.config import TECHNIQUE_PACKAGES, technique_classes
+from fedmm.core.catalog import read_catalog, technique_catalog
+from fedmm.core.config import technique_classes
 from fedmm.core.errors import ConfigError
 from fedmm.core.models import late_fusion
 
@@ -161,9 +164,31 @@ def _check(names: tuple[str, ...], outcome: str) -> None:
         assert outcome in ("ran", "built"), f"{names}: {outcome}"
 
 
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _workspace_techniques() -> dict[str, str]:
+    """Technique name → the workspace package that registers it, from the members' pyproject files."""
+    out: dict[str, str] = {}
+    for pyproject in sorted((ROOT / "packages").glob("*/pyproject.toml")):
+        project = tomllib.loads(pyproject.read_text())["project"]
+        for name in project.get("entry-points", {}).get("fedmm.techniques", {}):
+            out[name] = project["name"]
+    return out
+
+
+def test_the_suite_catalog_names_the_package_of_every_workspace_technique() -> None:
+    # The "pip install <package>" hint for a technique that is not installed comes from this file.
+    catalog = read_catalog(ROOT / "packages/fedmm-suite/src/fedmm/suite/catalog.toml")
+    listed = {name: package for package, names in catalog.items() for name in names}
+    assert sum(map(len, catalog.values())) == len(listed), "a technique is listed twice"
+    assert listed == _workspace_techniques()
+
+
 def test_every_registered_technique_is_known_to_the_install_hint() -> None:
+    known = technique_catalog()
     for name, ep in technique_classes().items():
-        assert TECHNIQUE_PACKAGES.get(name) == ep.dist.name, (name, ep.dist.name if ep.dist else None)
+        assert ep.dist is not None and known.get(name) == (ep.dist.name,), (name, known.get(name))
 
 
 @pytest.mark.parametrize("name", REGISTERED)

@@ -2,8 +2,8 @@
 
 A config has the sections ``[run]``, ``[data]``, ``[model]``, ``[strategy]`` and a list
 ``[[techniques]]`` (each ``name = "..."`` plus that technique's own arguments). Techniques are
-found through the ``fedmm.techniques`` entry-point group, so naming one whose package is not
-installed says which package to install.
+found through the ``fedmm.techniques`` entry-point group; naming one whose package is not
+installed says which package to install when a registered catalog knows it (``fedmm.core.catalog``).
 
 Overrides (``fedmm run --set strategy.lr=0.1``, ``load_config(path, ["strategy.lr=0.1"])``) are
 dotted paths into the same schema: ``data.options.num_samples=500``, ``techniques.0.gamma=2``
@@ -34,21 +34,9 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from fedmm.core.arguments import did_you_mean
+from fedmm.core.catalog import install_hint
 from fedmm.core.data.options import option_problems
 from fedmm.core.errors import ArgumentError, ConfigError
-
-# Where each known technique lives, for the "install this package" message.
-TECHNIQUE_PACKAGES = {
-    "fedmfs": "fedmm-select",
-    "bmsfed": "fedmm-select",
-    "random_upload": "fedmm-select",
-    "flexmod": "fedmm-schedule",
-    "entire_update": "fedmm-schedule",
-    "partial_update": "fedmm-schedule",
-    "layerwise": "fedmm-layerwise",
-    "fedmvp": "fedmm-completion",
-}
-
 
 # Names accepted by ``[run].trackers`` (see fedmm.core.trackers).
 TrackerName = Literal["tensorboard", "mlflow"]
@@ -110,7 +98,9 @@ class DataSection(_Section):
         0.0,
         ge=0,
         le=1,
-        description="fraction of samples that lose exactly one modality (FedMVP's missing ratio)",
+        description="fraction of training samples that lose exactly one of their modalities (a fixed "
+        "share of incomplete samples, unlike missing_rate's independent drops; the 'missing ratio' "
+        "of missing-modality papers such as FedMVP)",
     )
     missing_label_rate: float = Field(0.0, ge=0, le=1)
     label_noise_rate: float = Field(0.0, ge=0, le=1)
@@ -430,12 +420,8 @@ def build_technique(section: TechniqueSection, index: int = 0, *, progress: bool
     bars of a technique that has a ``progress`` option."""
     found = technique_classes()
     if section.name not in found:
-        package = TECHNIQUE_PACKAGES.get(section.name)
-        hint = (
-            f"it is provided by the package {package!r}: pip install {package}"
-            if package
-            else f"installed techniques: {', '.join(sorted(found)) or 'none'}"
-        )
+        # Which package provides it: the registered catalogs know (fedmm.core.catalog), not core.
+        hint = install_hint(section.name, found)
         raise ConfigError(f"[[techniques]] #{index + 1}: technique {section.name!r} is not installed; {hint}")
     try:
         cls = found[section.name].load()

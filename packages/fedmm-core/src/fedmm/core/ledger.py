@@ -49,6 +49,12 @@ class ClientCost:
 
     ``client_flops`` / ``client_seconds`` are all the client's measured work: train + prepare +
     report + upload.
+
+    ``flops_by_combination`` splits ``flops`` by the plan's modality ``combinations`` (``"a+b"``;
+    ``"all"`` for steps of a plan that restricts none), so its values add up to ``flops``. It is
+    filled for every client, whatever the techniques: combinations are a core plan field and core's
+    training loop runs them, so only core can measure each one. It shows where a schedule put the
+    compute — FlexMod's, Entire / Partial Update's, BMSFed's single-modality clients.
     """
 
     round: int = 0
@@ -62,7 +68,7 @@ class ClientCost:
     # Which parameter groups crossed each way (the bytes above are their buffers' sizes).
     groups_down: tuple[str, ...] = ()
     groups_up: tuple[str, ...] = ()
-    # FLOPs per trained modality combination ("a+b", or "all" when the plan did not restrict it).
+    # ``flops`` per trained modality combination of the plan ("a+b"; "all" when it names none).
     flops_by_combination: dict[str, int] = dataclasses.field(default_factory=dict)
     flops_by_hook: dict[str, int] = dataclasses.field(default_factory=dict)
     seconds_by_hook: dict[str, float] = dataclasses.field(default_factory=dict)

@@ -72,9 +72,10 @@ class TrainPlan:
     - ``upload``: candidate groups to send back (default: the trained ones); ``upload`` hooks narrow it.
     - ``keep``: groups the client keeps between rounds (e.g. a frozen prefix), so they need no download.
     - ``combinations``: modality combinations in execution order with their step counts.
-    - ``depth``: modality → how many layers of its layered encoder run (layer-wise training;
-      empty = all). Deeper layer groups do not exist for the client this round: they are not
-      sent, trained or uploaded. The server evaluates at the deepest depth of the round's plans.
+    - ``depth``: modality → how many layers of its layered encoder run (empty = all): a client
+      trains a shallower model (layer-wise growth, lighter models for weak clients). Deeper
+      layer groups do not exist for the client this round: they are not sent, trained or
+      uploaded. The server evaluates at the deepest depth of the round's plans.
     - ``extra``: a technique's own fields (JSON-able values or numpy arrays; arrays, such as
       global prototypes, cross to the client and count as downloaded bytes).
     """

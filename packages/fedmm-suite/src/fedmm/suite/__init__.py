@@ -2,22 +2,25 @@
 
 The suite owns no technique: each package registers its techniques and benchmarks itself
 (entry points ``fedmm.techniques`` and ``fedmm.benchmarks``), so the ``fedmm`` CLI and TOML
-configs find them. This module only reports what is installed.
+configs find them. The suite ships the technique catalog (``catalog.toml``, entry point
+``fedmm.catalog``): which package provides each technique, so that a config naming one that is
+not installed is told what to install. This module only reports what is installed and expected.
 """
 
 from __future__ import annotations
 
 from importlib.metadata import entry_points
+from importlib.resources import files
 
-__all__ = ["EXPECTED", "installed"]
+from fedmm.core.catalog import read_catalog
 
-EXPECTED = {
-    "fedmm-select": ("bmsfed", "fedmfs"),
-    "fedmm-schedule": ("entire_update", "flexmod", "partial_update"),
-    "fedmm-layerwise": ("layerwise",),
-    "fedmm-completion": ("fedmvp",),
-}
-"""The techniques each package of the suite registers."""
+__all__ = ["CATALOG", "EXPECTED", "installed"]
+
+CATALOG = files(__name__) / "catalog.toml"
+"""The technique catalog file (registered under the entry-point group ``fedmm.catalog``)."""
+
+EXPECTED: dict[str, tuple[str, ...]] = read_catalog(CATALOG)
+"""The techniques each package of the suite registers (the catalog's content)."""
 
 
 def installed(group: str = "fedmm.techniques") -> dict[str, str]:

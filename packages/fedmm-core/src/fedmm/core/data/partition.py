@@ -105,9 +105,13 @@ def missing_modalities(present: np.ndarray, rate: float, rng: np.random.Generato
 
 def incomplete_samples(present: np.ndarray, fraction: float, rng: np.random.Generator) -> np.ndarray:
     """Make a ``fraction`` of the samples incomplete: each loses exactly one of its modalities,
-    chosen uniformly (so with two modalities about half lose each, as FedMVP's missing ratio).
+    chosen uniformly (so with two modalities about half lose each).
 
-    Samples with a single modality left cannot lose it and are not picked.
+    A general missing-modality pattern (the ``[data]`` knob ``incomplete_fraction``): unlike
+    :func:`missing_modalities`, which drops each value independently, it fixes the share of
+    incomplete samples — the "missing ratio" of missing-modality papers (FedMVP's, among others),
+    and the setting every technique is tested under in the technique matrix. Samples with a single
+    modality left cannot lose it and are not picked.
     """
     _check_rate("incomplete_fraction", fraction)
     present = np.asarray(present, dtype=bool)

@@ -50,10 +50,17 @@ class SampleSet:
     """Columnar samples shared by every client view.
 
     ``features[m]`` is an array ``(N, *spec.shape)``; ``present`` is ``(N, M)`` bool in the order
-    of ``modalities``; ``labels`` is ``(N,)`` int64 with ``-1`` for a missing label. ``generated``
-    ``(N, M)`` marks present values that were *generated* (a completed missing modality) rather
-    than observed; it implies ``present``. Torch views of the arrays are created once and share
-    memory with them.
+    of ``modalities``; ``labels`` is ``(N,)`` int64 with ``-1`` for a missing label. Torch views of
+    the arrays are created once and share memory with them.
+
+    ``generated`` ``(N, M)`` is the provenance of present values: ``True`` where a value was
+    produced (completed, imputed, synthesised — even zero-filled) rather than observed; it implies
+    ``present`` and is all ``False`` for loaded data. Any technique that fills missing values marks
+    them here, so the values stay distinguishable from real ones for whatever comes after — a
+    technique, a benchmark, a metric. It lives in core because only core's column operations
+    (``with_columns``, ``take``, ``ClientData.local_copy`` / ``with_samples``) can carry it along
+    with the samples. FedMVP's completers set it, and its retrieval pool draws only on observed
+    values.
     """
 
     def __init__(

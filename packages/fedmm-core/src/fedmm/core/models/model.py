@@ -183,8 +183,13 @@ def set_depth(model: nn.Module, depth: Mapping[str, int] | None = None) -> dict[
 
     ``depth`` names modalities with layered encoders (e.g. ``encoder="transformer"``); ``None`` or
     ``{}`` restores full depth everywhere. Returns the depth now in force for every layered encoder.
-    Layer-wise methods (LW-FedMML, Prog-FedMML) grow an encoder this way; a train plan carries it
-    as ``TrainPlan.depth``.
+
+    Depth is a general mechanism, not one method's: a train plan carries it as ``TrainPlan.depth``,
+    so any technique can give a client a shallower model — to grow encoders stage by stage (the
+    layer-wise methods LW-FedMML and Prog-FedMML of fedmm-layerwise, the one user today), or to
+    spare weak clients the deep layers. It is in core because what it changes is core's work: the
+    layers beyond the depth are not sent, trained, uploaded or counted (:func:`absent_groups`),
+    and the server evaluates at the deepest depth of the round's plans (:func:`deepest`).
     """
     layered = layered_encoders(model)
     depth = dict(depth or {})
