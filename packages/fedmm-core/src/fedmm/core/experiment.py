@@ -239,8 +239,7 @@ class Benchmark:
         env = {**os.environ, _SEED_PROCESS: "1"}
         args = [self.run_seed.__module__, self.name, mode, str(seed), str(store.folder)]
         code = (
-            "import sys; from fedmm.core.experiment import seed_process_main; "
-            "seed_process_main(sys.argv[1:])"
+            "import sys; from fedmm.core.experiment import seed_process_main; seed_process_main(sys.argv[1:])"
         )
         done = subprocess.run([sys.executable, "-c", code, *args], env=env, capture_output=True, text=True)
         if done.returncode != 0:

@@ -76,7 +76,7 @@ def modality_availability(
     rng: np.random.Generator,
 ) -> np.ndarray:
     """Per-client modality mask: a ``unimodal_fraction`` of clients keep one random modality only."""
-    _check_rate("unimodal_fraction", unimodal_fraction)
+    check_rate("unimodal_fraction", unimodal_fraction)
     mask = np.ones((num_clients, num_modalities), dtype=bool)
     if num_modalities < 2 or unimodal_fraction == 0:
         return mask
@@ -89,7 +89,7 @@ def modality_availability(
 
 def missing_modalities(present: np.ndarray, rate: float, rng: np.random.Generator) -> np.ndarray:
     """Drop each (sample, modality) with probability ``rate``, always keeping one modality per sample."""
-    _check_rate("missing_rate", rate)
+    check_rate("missing_rate", rate)
     present = np.asarray(present, dtype=bool)
     if rate == 0 or present.shape[1] < 2:
         return present.copy()
@@ -113,7 +113,7 @@ def incomplete_samples(present: np.ndarray, fraction: float, rng: np.random.Gene
     and the setting every technique is tested under in the technique matrix. Samples with a single
     modality left cannot lose it and are not picked.
     """
-    _check_rate("incomplete_fraction", fraction)
+    check_rate("incomplete_fraction", fraction)
     present = np.asarray(present, dtype=bool)
     out = present.copy()
     if fraction == 0 or present.shape[1] < 2:
@@ -128,7 +128,7 @@ def incomplete_samples(present: np.ndarray, fraction: float, rng: np.random.Gene
 
 def missing_labels(labels: np.ndarray, rate: float, rng: np.random.Generator) -> np.ndarray:
     """Mark a ``rate`` fraction of labels as missing (``-1``)."""
-    _check_rate("missing_label_rate", rate)
+    check_rate("missing_label_rate", rate)
     out = np.asarray(labels, dtype=np.int64).copy()
     out[rng.random(out.shape[0]) < rate] = MISSING_LABEL
     return out
@@ -136,7 +136,7 @@ def missing_labels(labels: np.ndarray, rate: float, rng: np.random.Generator) ->
 
 def label_noise(labels: np.ndarray, rate: float, num_classes: int, rng: np.random.Generator) -> np.ndarray:
     """Replace a ``rate`` fraction of labels by a different, uniformly drawn class."""
-    _check_rate("label_noise_rate", rate)
+    check_rate("label_noise_rate", rate)
     out = np.asarray(labels, dtype=np.int64).copy()
     flip = (rng.random(out.shape[0]) < rate) & (out != MISSING_LABEL)
     if num_classes > 1 and flip.any():
@@ -145,7 +145,7 @@ def label_noise(labels: np.ndarray, rate: float, num_classes: int, rng: np.rando
     return out
 
 
-def _check_rate(name: str, value: float) -> None:
+def check_rate(name: str, value: float) -> None:
     if not 0.0 <= value <= 1.0:
         raise ConfigError(f"{name} must lie in [0, 1] (got {value})")
 

@@ -177,7 +177,7 @@ def federate(
     groups = central.train_groups
     validation: SampleSet | None = None
     if validation_fraction:
-        P._check_rate("validation_fraction", validation_fraction)
+        P.check_rate("validation_fraction", validation_fraction)
         held = np.zeros(len(train), dtype=bool)
         held[rng.permutation(len(train))[: round(validation_fraction * len(train))]] = True
         validation = train.take(np.flatnonzero(held))

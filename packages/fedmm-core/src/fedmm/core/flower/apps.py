@@ -34,9 +34,9 @@ from fedmm.core.engine import TrainOutcome, TrainRequest
 from fedmm.core.errors import FedmmError
 from fedmm.core.failures import ClientDrop
 from fedmm.core.flower.codec import (
-    contiguous,
     arrays_to_record,
     content_bytes,
+    contiguous,
     pack,
     record_to_arrays,
     unpack,

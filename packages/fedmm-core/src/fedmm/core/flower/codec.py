@@ -125,4 +125,4 @@ def content_bytes(content: RecordDict) -> int:
     return total
 
 
-__all__ = ["contiguous", "arrays_to_record", "content_bytes", "pack", "record_to_arrays", "unpack"]
+__all__ = ["arrays_to_record", "content_bytes", "contiguous", "pack", "record_to_arrays", "unpack"]
