@@ -376,3 +376,46 @@ def test_prepare_work_is_measured_in_the_ledger(
         assert rec.flops_by_hook["prepare"] == 2 * 16 * 32 * 8
         assert 0 < rec.seconds_by_hook["prepare"] <= rec.seconds
     assert history.ledger.totals()["flops_by_hook/prepare"] == 2 * 2 * 16 * 32 * 8
+
+
+def test_hook_contexts_are_frozen_and_read_only(
+    small_data: FederatedDataset, small_model: MultimodalModel
+) -> None:
+    """A server hook reads the round from its context; it cannot change what later hooks see."""
+    import dataclasses
+
+    fed = Federation(small_model, small_data, FedAvg(), seed=0)
+    fed.run(1, progress=False)
+    ctx = fed.context(2)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        ctx.round = 5  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        ctx.reports[0] = {}  # type: ignore[index]
+    with pytest.raises(TypeError):
+        ctx.history[0]["round"] = 9  # type: ignore[index]
+    group = next(iter(ctx.global_arrays))
+    key = next(iter(ctx.global_arrays[group]))
+    with pytest.raises(ValueError, match="read-only"):
+        ctx.global_arrays[group][key][...] = 0.0
+    results_ctx = ctx.with_results(())
+    assert results_ctx.previous_arrays is ctx.global_arrays and results_ctx.results == ()
+
+
+class WritesGlobalArrays(Technique):
+    def configure(self, ctx: RoundContext, client_id: int, plan: TrainPlan) -> TrainPlan:
+        group = next(iter(ctx.global_arrays))
+        for value in ctx.global_arrays[group].values():
+            value += 1.0
+        return plan
+
+
+def test_a_hook_writing_into_the_global_arrays_fails_instead_of_changing_them(
+    small_data: FederatedDataset, small_model: MultimodalModel
+) -> None:
+    fed = Federation(small_model, small_data, FedAvg([WritesGlobalArrays()]), seed=0)
+    before = {g: {k: v.copy() for k, v in arrays.items()} for g, arrays in fed.global_arrays.items()}
+    with pytest.raises(ValueError, match="read-only"):
+        fed.run(1, progress=False)
+    for g, arrays in before.items():
+        for k, v in arrays.items():
+            np.testing.assert_array_equal(fed.global_arrays[g][k], v)

@@ -27,6 +27,9 @@ Groups of names (see ``docs/architecture.md``, "The technique-author API"):
 - **Measured cost**: :func:`measure_train_step` (the FLOPs the ledger charges a client for one
   step), :func:`measure_step` for any other block, and the ledger's records.
 - **Shared maths**: Shapley values, CKA weights, the CLIP loss.
+- **Running a federation** (for a technique's environments and examples, e.g. FlexMod's gymnasium
+  env): :class:`Federation`, :class:`FedAvg`, :class:`Strategy`, :class:`History`, and
+  :func:`federate` / :func:`make_synthetic` to build a federated dataset.
 """
 
 from __future__ import annotations
@@ -46,6 +49,8 @@ from fedmm.core.arrays import GroupedArrays, get_arrays, model_groups, set_array
 from fedmm.core.client import measure_train_step
 from fedmm.core.console import bar
 from fedmm.core.data.captions import WordTokenizer
+from fedmm.core.data.registry import federate
+from fedmm.core.data.synthetic import make_synthetic
 from fedmm.core.data.types import (
     MISSING_LABEL,
     Batch,
@@ -58,6 +63,7 @@ from fedmm.core.data.types import (
 from fedmm.core.embeddings import collect_embeddings, modality_prototypes
 from fedmm.core.errors import ArgumentError, ConfigError, DataError, FedmmError
 from fedmm.core.evaluate import predict
+from fedmm.core.federation import Federation, History
 from fedmm.core.groups import (
     encoder_group,
     expand_groups,
@@ -94,10 +100,12 @@ from fedmm.core.protocol import (
     ClientContext,
     ClientResult,
     Combination,
+    FedAvg,
     ModelFactory,
     ModelNeeds,
     ResultsContext,
     RoundContext,
+    Strategy,
     Technique,
     TrainPlan,
 )
@@ -116,9 +124,12 @@ __all__ = [
     "ConfigError",
     "DataError",
     "EmbeddingClassifier",
+    "FedAvg",
     "FederatedDataset",
+    "Federation",
     "FedmmError",
     "GroupedArrays",
+    "History",
     "LayeredEncoder",
     "Ledger",
     "ModalitySpec",
@@ -131,6 +142,7 @@ __all__ = [
     "SampleSet",
     "ServerCost",
     "StepMeasurement",
+    "Strategy",
     "Technique",
     "TrainPlan",
     "WordTokenizer",
@@ -145,12 +157,14 @@ __all__ = [
     "encoder_group",
     "expand_groups",
     "expand_modalities",
+    "federate",
     "flag",
     "get_arrays",
     "integer",
     "known_keys",
     "late_fusion",
     "layered_encoders",
+    "make_synthetic",
     "matches",
     "measure_step",
     "measure_train_step",

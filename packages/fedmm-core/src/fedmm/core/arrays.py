@@ -7,6 +7,7 @@ ledger counts the real bytes.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
@@ -40,10 +41,26 @@ def get_arrays(model: nn.Module, groups: Iterable[str] | None = None) -> Grouped
 def set_arrays(model: nn.Module, arrays: Mapping[str, Mapping[str, np.ndarray]]) -> None:
     """Copy ``arrays`` into the model's tensors in place (no reallocation)."""
     state = model.state_dict(keep_vars=True)
-    with torch.no_grad():
+    with torch.no_grad(), warnings.catch_warnings():
+        # A read-only array (the server's global arrays as hooks see them) is only read here.
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
         for group in arrays.values():
             for key, value in group.items():
                 state[key].copy_(torch.from_numpy(np.asarray(value)))
+
+
+def read_only(arrays: Mapping[str, Mapping[str, np.ndarray]]) -> GroupedArrays:
+    """Read-only views of ``arrays`` (no copy): what a hook is given of the server's state, so
+    that writing into it raises instead of silently changing the global model."""
+    out: GroupedArrays = {}
+    for group, tensors in arrays.items():
+        views: dict[str, np.ndarray] = {}
+        for key, value in tensors.items():
+            view = np.asarray(value).view()
+            view.flags.writeable = False
+            views[key] = view
+        out[group] = views
+    return out
 
 
 def nbytes(arrays: Mapping[str, Mapping[str, np.ndarray]]) -> int:

@@ -21,7 +21,7 @@ import numpy as np
 from torch import nn
 
 from fedmm.core import checkpoint as ckpt
-from fedmm.core.arrays import GroupedArrays, get_arrays, model_groups, set_arrays
+from fedmm.core.arrays import GroupedArrays, get_arrays, model_groups, read_only, set_arrays
 from fedmm.core.client import StepMeter, derive_seed
 from fedmm.core.console import RoundProgress
 from fedmm.core.data.types import FederatedDataset
@@ -123,7 +123,7 @@ class Federation:
     def context(self, round_: int) -> RoundContext:
         return RoundContext(
             round=round_,
-            global_arrays=self.global_arrays,
+            global_arrays=read_only(self.global_arrays),
             groups=MappingProxyType(self.groups),
             num_clients=self.data.num_clients,
             client_sizes=self.client_sizes,

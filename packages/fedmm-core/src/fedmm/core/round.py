@@ -20,8 +20,9 @@ after_round   ``after_round``            :class:`ResultsContext`         its own
                                          (``global_arrays`` = new)       keys in ``metrics``
 ============  ========================  =============================  ==============================
 
-A context is frozen and its mappings are read-only views (``history``, ``reports``, ``groups``),
-so a hook cannot change what a later hook of the same round sees; the round alone moves the
+A context is frozen, its mappings are read-only views (``history``, ``reports``, ``groups``) and
+its arrays read-only numpy views (writing into ``ctx.global_arrays`` raises), so a hook cannot
+change what a later hook of the same round sees; the round alone moves the
 server's state (global arrays, client states, reports, ledger) between phases, in ``commit``.
 Each server phase's seconds (and, when a technique overrides it, torch FLOPs) are charged to the
 round's :class:`~fedmm.core.ledger.ServerCost`; each client hook's to the client's cost.
@@ -38,7 +39,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from fedmm.core.arrays import GroupedArrays, validate_update
+from fedmm.core.arrays import GroupedArrays, read_only, validate_update
 from fedmm.core.engine import Engine, TrainRequest
 from fedmm.core.evaluate import evaluate
 from fedmm.core.failures import ClientDrop, describe_causes, drop_causes
@@ -81,7 +82,7 @@ def run_round(fed: Federation, engine: Engine, round_: int) -> dict[str, Any]:
         results_ctx = ctx.with_results(results)
         new_arrays = aggregate(fed.strategy, results_ctx, server)
         commit(fed, results, new_arrays)
-        after_ctx = results_ctx.aggregated(new_arrays)
+        after_ctx = results_ctx.aggregated(read_only(new_arrays))
         losses = [r.metrics["train_loss"] for r in results if math.isfinite(r.metrics["train_loss"])]
         metrics["train_loss"] = float(np.mean(losses)) if losses else float("nan")
     metrics["train_seconds"] = time.perf_counter() - t0
