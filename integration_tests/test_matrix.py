@@ -60,10 +60,11 @@ MVP_ENSEMBLE = "fedmvp: a joint encoder on frozen pre-trained extractors; fedmfs
 # Combinations of two that must refuse, in list order, with the error each gives. A pair not
 # listed must run with no client dropped. Most refuse in either order; a few only in one.
 REFUSED = {
-    # BMSFed's weak-modality clients train 'fusion'; FedMFS's ensemble has none (issue 15).
+    # BMSFed's weak-modality clients train 'fusion'; FedMFS's ensemble has none (issue 15; on late
+    # fusion the pair runs: LATE_FUSION below).
     ("bmsfed", "fedmfs"): _no("bmsfed", "fedmfs", FUSION),
     ("fedmfs", "bmsfed"): _no("fedmfs", "bmsfed", FUSION),
-    # One model per strategy.
+    # One model per strategy (FedMFS's default ensemble; on late fusion it runs: LATE_FUSION below).
     ("fedmfs", "fedmvp"): _no("fedmfs", "fedmvp", BUILDERS.format(ENSEMBLE_MVP)),
     ("fedmvp", "fedmfs"): _no("fedmvp", "fedmfs", BUILDERS.format(MVP_ENSEMBLE)),
     # Layer-wise training needs layered encoders; neither built model has any.
@@ -115,9 +116,11 @@ def _run(
     engine: str = "inprocess",
     histories: list[Any] | None = None,
     rounds: int = 2,
+    arguments: dict[str, dict[str, Any]] | None = None,
 ) -> str:
     """'ran' or 'refused: <message>' (the run's history is appended to ``histories``); with
-    ``rounds=0`` only the strategy, the model and the federation are built."""
+    ``rounds=0`` only the strategy, the model and the federation are built. Techniques take their
+    defaults, or their ``arguments`` (name → keyword arguments)."""
     data = datasets.load(
         "synthetic",
         clients=6,
@@ -128,7 +131,7 @@ def _run(
         validation_fraction=0.2,
         seed=0,
     )
-    techniques: list[Any] = [technique_classes()[n].load()() for n in names]
+    techniques: list[Any] = [technique_classes()[n].load()(**(arguments or {}).get(n, {})) for n in names]
     try:
         strategy = FedAvg(techniques, optimizer="adam", lr=3e-3)
         torch.manual_seed(0)
@@ -211,6 +214,31 @@ def test_pairs_in_the_other_order_refuse_as_documented(pair: tuple[str, str]) ->
     # Built only, unless both set plan fields (then the order could change what runs): run too.
     both_plan = all(_sets_plan_fields(n) for n in pair)
     _check(pair, _run(pair, rounds=2 if both_plan else 0))
+
+
+# What a technique declares follows its arguments: FedMFS (and RandomUpload) with core's late-fusion
+# model build no model of their own, so where their ensemble is refused (a second model builder,
+# a model without 'fusion') they combine: one order of each pair runs a round, the other is built
+# (the checks all run before round 1).
+LATE_FUSION = [
+    pytest.param(pair, rounds, id="+".join(pair))
+    for pair, rounds in [
+        (("fedmfs", "fedmvp"), 1),
+        (("fedmvp", "fedmfs"), 0),
+        (("random_upload", "fedmvp"), 0),
+        (("bmsfed", "fedmfs"), 1),
+        (("fedmfs", "bmsfed"), 0),
+    ]
+]
+
+
+@pytest.mark.parametrize(("pair", "rounds"), LATE_FUSION)
+def test_fedmfs_on_late_fusion_combines_where_its_ensemble_is_refused(
+    pair: tuple[str, str], rounds: int
+) -> None:
+    assert pair in REFUSED  # with the default model="ensemble"
+    late = {n: {"model": "late_fusion"} for n in ("fedmfs", "random_upload")}
+    assert _run(pair, rounds=rounds, arguments=late) == ("ran" if rounds else "built")
 
 
 def test_every_listed_refusal_is_of_registered_techniques() -> None:

@@ -3,7 +3,11 @@
 * ``index.md`` from the repository README, ``packages/<dist>.md`` from each package README (links
   into the repository rewritten to site pages) followed by that package's measured figures, the
   ``## <dist>`` section of ``docs/benchmarks.md``;
-* ``configuration.md`` from the run-config JSON schema (``fedmm config-schema``);
+* ``configuration.md`` from the run-config JSON schema (``fedmm config-schema``), with every
+  installed technique's arguments;
+* every ``<!-- arguments: NAME -->`` marker (in ``docs/methods/*.md``) replaced by the argument
+  table of technique ``NAME``, from the arguments it declares (package READMEs, read on GitHub
+  too, hold the same tables committed: ``tools/argument_tables.py``);
 * in every page, links to a package README by its repository path (``../../packages/<dist>/README.md``,
   as in ``docs/methods/*.md``, which works on GitHub) rewritten to that package's page;
 * every ``{{ NAME-<mode>.KEY }}`` in prose replaced by that figure (mean ± 95 % CI) of that file;
@@ -48,6 +52,9 @@ def _schema_page() -> str:
         "",
     ]
     for section, ref in schema.get("properties", {}).items():
+        if section == "techniques":
+            lines += _techniques_section()
+            continue
         target = ref.get("$ref", "").split("/")[-1] or (ref.get("items", {}).get("$ref", "").split("/")[-1])
         body = defs.get(target, {})
         lines += [f"## `[{section}]`", "", body.get("description", "").strip(), ""]
@@ -63,6 +70,43 @@ def _schema_page() -> str:
                 lines.append(f"| `{name}` | {kind} | `{default}` | {desc} |")
             lines.append("")
     return "\n".join(lines) + "\n"
+
+
+def _techniques_section() -> list[str]:
+    from fedmm.core.arguments import argument_table
+    from fedmm.core.config import technique_arguments
+
+    lines = [
+        "## `[[techniques]]`",
+        "",
+        "A list of tables, applied in order: `name` (the technique, as registered) plus that technique's",
+        "arguments. The installed ones:",
+        "",
+    ]
+    for name, model in technique_arguments().items():
+        lines += [f'### `name = "{name}"`', "", argument_table(model)]
+    return lines
+
+
+ARGUMENTS = re.compile(r"<!-- arguments: ([a-z0-9_]+) -->")
+
+
+def render_arguments(text: str) -> str:
+    """Replace each arguments marker by that technique's argument table."""
+    from fedmm.core.arguments import argument_table
+    from fedmm.core.config import technique_arguments
+
+    declared = technique_arguments()
+
+    def one(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name not in declared:
+            raise ValueError(
+                f"docs marker {match.group(0)}: no installed technique {name!r} declares arguments"
+            )
+        return argument_table(declared[name])
+
+    return ARGUMENTS.sub(one, text)
 
 
 RESULTS = ROOT / "docs" / "results"
@@ -140,7 +184,7 @@ def on_page_markdown(markdown: str, page: Any, config: Any, files: Any) -> str:
     # A page in docs/ links a package README by its repository path (which works on GitHub);
     # on the site that README is the generated package page.
     depth = page.file.src_uri.count("/")
-    return render_results(_rewrite(markdown, depth))
+    return render_arguments(render_results(_rewrite(markdown, depth)))
 
 
 def _benchmark_sections() -> dict[str, str]:

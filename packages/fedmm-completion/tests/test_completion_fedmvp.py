@@ -14,7 +14,7 @@ from fedmm.core import FedAvg, Federation, datasets
 from fedmm.core.arrays import get_arrays
 from fedmm.core.data.types import FederatedDataset
 from fedmm.core.errors import ConfigError
-from fedmm.core.protocol import ClientResult
+from fedmm.core.protocol import ClientResult, Technique, check_techniques
 
 
 @pytest.fixture(scope="module")
@@ -192,3 +192,22 @@ def test_a_completer_string_is_refused_when_built_with_the_completion_choices() 
 def test_every_fedmvp_argument_is_checked_when_built(arguments: dict[str, object], message: str) -> None:
     # Were: TypeError/ValueError from int()/float(), or failures once the model or round 1 ran.
     assert message in _built(arguments)
+
+
+class _Averages(Technique):
+    """Another technique with an aggregate step of its own."""
+
+    name = "averages"
+
+    def aggregate(self, ctx: object, results: object) -> None:  # type: ignore[override]
+        return None
+
+
+def test_fedavg_aggregation_owns_no_aggregate_step() -> None:
+    # What FedMVP owns follows its arguments: with aggregation="fedavg" it leaves the step to others.
+    assert "aggregate" in FedMVP().owned() and "aggregate" not in FedMVP(aggregation="fedavg").owned()
+    check_techniques([FedMVP(aggregation="fedavg"), _Averages()])
+    with pytest.raises(
+        ConfigError, match="'fedmvp' and 'averages' cannot be combined: both own the 'aggregate'"
+    ):
+        check_techniques([FedMVP(), _Averages()])

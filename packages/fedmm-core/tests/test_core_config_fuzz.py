@@ -3,8 +3,8 @@
 Each example is a raw config (the dict a TOML file parses to) built field by field from the
 schema: valid values, boundary values, wrong types, unknown keys, typos of field and option
 names, extreme numbers; the dataset options of every built-in loader, the model's encoder
-options, and the arguments of every installed technique (derived from its constructor's
-signature: core tests import no technique package). It goes through validation
+options, and the arguments of every installed technique (derived from its class's signature, which
+lists its declared arguments: core tests import no technique package). It goes through validation
 (``parse_config``), technique construction (``build_strategy``) and — when every size in it is
 small — data and model building (``build_dataset``, ``build_model``) on tiny data: synthetic, or a
 six-window UCI-HAR folder written once per module. Any exception that is not a
@@ -333,7 +333,9 @@ def _technique_signatures() -> dict[str, dict[str, tuple[Any, Any]] | None]:
     for name, ep in sorted(technique_classes().items()):
         try:
             cls = ep.load()
-            params = inspect.signature(cls.__init__).parameters
+            # The class's signature: a technique's declared arguments (Technique.Arguments), or its
+            # own constructor's parameters.
+            params = inspect.signature(cls).parameters
             try:
                 hints = typing.get_type_hints(cls.__init__)
             except Exception:
@@ -342,7 +344,12 @@ def _technique_signatures() -> dict[str, dict[str, tuple[Any, Any]] | None]:
             out[name] = None
             continue
         out[name] = {
-            p: (v.default, hints.get(p, Any))
+            p: (
+                v.default,
+                v.annotation
+                if v.annotation is not v.empty and not isinstance(v.annotation, str)
+                else hints.get(p, Any),
+            )
             for p, v in params.items()
             if p != "self" and v.kind in (v.POSITIONAL_OR_KEYWORD, v.KEYWORD_ONLY)
         }

@@ -241,14 +241,15 @@ def test_built_from_toml_and_the_docs_example() -> None:
         "techniques": [{"name": "layerwise", "mode": "prog", "rounds_per_stage": [0, 2, 3]}],
     }
     tech = build_technique(parse_config(raw).techniques[0])
-    assert isinstance(tech, LayerWise) and tech.mode == "prog" and tech.rounds_per_stage == (0, 2, 3)
+    assert isinstance(tech, LayerWise) and tech.args.mode == "prog"
+    assert tech.args.rounds_per_stage == (0, 2, 3)
     cfg = tech.config()
     json.dumps(cfg)
     assert LayerWise(**cfg).config() == cfg
     root = Path(__file__).resolve().parents[3]
     example = load_config(root / "docs" / "examples" / "layerwise.toml")
     built = build_technique(example.techniques[0])
-    assert isinstance(built, LayerWise) and built.mode == "lw"
+    assert isinstance(built, LayerWise) and built.args.mode == "lw"
 
 
 @pytest.mark.parametrize(

@@ -188,7 +188,7 @@ def test_built_from_toml_sections(entry: str, cls: type, options: dict[str, Any]
 
     raw = {"data": {"name": "synthetic"}, "techniques": [{"name": entry, **options}]}
     tech = build_technique(parse_config(raw).techniques[0])
-    assert isinstance(tech, cls) and tech.budget == 0.8
+    assert isinstance(tech, cls) and tech.args.budget == 0.8
     cfg = tech.config()
     json.dumps(cfg)
     assert cls(**cfg).config() == cfg

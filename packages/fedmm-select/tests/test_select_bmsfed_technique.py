@@ -70,7 +70,7 @@ def test_config_round_trips_and_is_json() -> None:
 def test_built_from_toml_section() -> None:
     raw = {"data": {"name": "synthetic"}, "techniques": [{"name": "bmsfed", "chi": 1.5}]}
     t = build_technique(parse_config(raw).techniques[0])
-    assert isinstance(t, BMSFed) and t.chi == 1.5
+    assert isinstance(t, BMSFed) and t.args.chi == 1.5
     bad = {"data": {"name": "synthetic"}, "techniques": [{"name": "bmsfed", "chi": 0.5}]}
     with pytest.raises(ConfigError, match=r"\(bmsfed\)\.chi: must be a number >= 1, got 0.5"):
         build_technique(parse_config(bad).techniques[0])

@@ -67,7 +67,7 @@ def test_select_fedmfs_config_roundtrip_and_toml() -> None:
     t = FedMFS(gamma=2, alpha_s=0.7, alpha_c=0.3, shapley="exact")
     assert FedMFS(**t.config()).config() == t.config()
     built = build_technique(TechniqueSection(name="fedmfs", gamma=1))  # type: ignore[call-arg]
-    assert isinstance(built, FedMFS) and built.gamma == 1
+    assert isinstance(built, FedMFS) and built.args.gamma == 1
     with pytest.raises(ConfigError, match=r"\(fedmfs\)\.gamma: must be an integer >= 1, got 0"):
         build_technique(TechniqueSection(name="fedmfs", gamma=0))  # type: ignore[call-arg]
 

@@ -36,7 +36,7 @@ def test_select_random_upload_config_roundtrip_and_toml() -> None:
     assert set(t.config()) == {"gamma", "shapley", "n_estimators", "shap_samples", "model"}
     assert RandomUpload(**t.config()).config() == t.config()
     built = build_technique(TechniqueSection(name="random_upload", gamma=1))  # type: ignore[call-arg]
-    assert isinstance(built, RandomUpload) and built.gamma == 1
+    assert isinstance(built, RandomUpload) and built.args.gamma == 1
     # FedMFS's priority weights mean nothing to a random choice: refused, not ignored.
     with pytest.raises(ConfigError, match="alpha_s"):
         build_technique(TechniqueSection(name="random_upload", alpha_s=0.5))  # type: ignore[call-arg]

@@ -33,7 +33,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from fedmm.core.arguments import did_you_mean
+from fedmm.core.arguments import TechniqueArguments, did_you_mean
 from fedmm.core.catalog import install_hint
 from fedmm.core.data.options import option_problems
 from fedmm.core.errors import ArgumentError, ConfigError
@@ -467,6 +467,49 @@ def _check_argument_names(cls: Any, arguments: dict[str, Any], where: str) -> No
         raise ConfigError(f"{where}: missing required argument(s) {', '.join(missing)}")
 
 
+def technique_arguments() -> dict[str, type[TechniqueArguments]]:
+    """Installed techniques whose constructor takes their declared arguments (``Technique.Arguments``):
+    name → that model. Techniques that fail to import, or that have a constructor of their own, are
+    left out (their tables are checked against the constructor's signature when built)."""
+    out: dict[str, type[TechniqueArguments]] = {}
+    for name, ep in sorted(technique_classes().items()):
+        try:
+            cls = ep.load()
+        except (ImportError, AttributeError):
+            continue
+        model = getattr(cls, "Arguments", None)
+        if (
+            isinstance(model, type)
+            and issubclass(model, TechniqueArguments)
+            and getattr(cls, "__signature__", None) is not None
+        ):
+            out[name] = model
+    return out
+
+
 def json_schema() -> dict[str, Any]:
-    """The JSON schema of a run config (for docs and editors)."""
-    return RunConfig.model_json_schema()
+    """The JSON schema of a run config (for docs and editors). Each ``[[techniques]]`` table is one
+    of the installed techniques' argument schemas, chosen by its ``name``."""
+    schema = RunConfig.model_json_schema()
+    declared = technique_arguments()
+    if not declared:
+        return schema
+    defs = schema.setdefault("$defs", {})
+    choices = []
+    for name, model in declared.items():
+        arguments = model.model_json_schema()
+        defs.update(arguments.pop("$defs", {}))
+        arguments["title"] = f"technique {name!r}"
+        arguments["properties"] = {
+            "name": {"const": name, "description": "the technique, as it is registered"},
+            **arguments.get("properties", {}),
+        }
+        arguments["required"] = ["name", *arguments.get("required", [])]
+        defs[f"technique_{name}"] = arguments
+        choices.append({"$ref": f"#/$defs/technique_{name}"})
+    # Any other name: a technique installed without declared arguments (its constructor decides).
+    other = defs["TechniqueSection"]
+    other["properties"]["name"] = {"type": "string", "not": {"enum": list(declared)}}
+    choices.append({"$ref": "#/$defs/TechniqueSection"})
+    schema["properties"]["techniques"]["items"] = {"oneOf": choices}
+    return schema

@@ -19,6 +19,7 @@ client function runs in-process, in a worker or in Flower's ClientApp and gives 
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -28,6 +29,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 import numpy as np
 import torch
 
+from fedmm.core.arguments import TechniqueArguments
 from fedmm.core.arrays import GroupedArrays, weighted_mean
 from fedmm.core.errors import ConfigError
 from fedmm.core.groups import expand_modalities, matches
@@ -263,8 +265,16 @@ class Technique:
     - ``overwrites``: the plan fields its ``configure`` replaces for some clients, whatever
       earlier techniques planned; a technique that writes one of them must come after it.
 
-    Where a declaration depends on the constructor's arguments, override :meth:`model_needs` or
-    :meth:`builds_model`.
+    Where a declaration depends on the constructor's arguments, override :meth:`owned`,
+    :meth:`model_needs` or :meth:`builds_model`.
+
+    Arguments (``Arguments``, a :class:`~fedmm.core.arguments.TechniqueArguments` model): each is
+    declared once there, with its type, default, bounds and description. The constructor takes
+    them (by keyword, or by position in field order), validates them (a bad or unknown one raises
+    an :class:`~fedmm.core.errors.ArgumentError` naming it) and keeps them, typed, in ``self.args``;
+    ``inspect.signature`` of the class lists them, :meth:`config` returns them, the run config's
+    schema and the docs' argument tables are made from them. A technique that keeps state besides
+    its arguments extends ``__init__(self, *args, **kwargs)``, calling ``super().__init__`` first.
     """
 
     name: ClassVar[str] = "technique"
@@ -273,6 +283,30 @@ class Technique:
     builds: ClassVar[BuiltModel | None] = None
     writes: ClassVar[frozenset[str]] = frozenset()
     overwrites: ClassVar[frozenset[str]] = frozenset()
+    Arguments: ClassVar[type[TechniqueArguments]] = TechniqueArguments
+    # How argument errors name the technique (default: its name).
+    _owner: ClassVar[str] = ""
+    # The constructor's signature, from Arguments (None: a subclass's own __init__ says it).
+    __signature__: ClassVar[inspect.Signature | None]
+    args: TechniqueArguments
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        init = cls.__dict__.get("__init__")
+        own = init is not None and any(
+            p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+            for p in list(inspect.signature(init).parameters.values())[1:]
+        )
+        cls.__signature__ = None if own else cls.Arguments.signature()
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        cls = type(self)
+        self.args = cls.Arguments.parse(cls._owner or _label(self), cls.__name__, args, kwargs)
+
+    def owned(self) -> frozenset[str]:
+        """What this technique, with its arguments, owns (default: ``owns``, and the ``aggregate``
+        step where it overrides :meth:`aggregate`; ``create_model`` follows :meth:`builds_model`)."""
+        return self.owns | ({"aggregate"} if _overrides(self, "aggregate") else frozenset())
 
     def model_needs(self) -> ModelNeeds:
         """What this technique, with its arguments, needs from the model (default: ``needs``)."""
@@ -335,11 +369,16 @@ class Technique:
         return None
 
     def config(self) -> dict[str, Any]:
-        """The constructor arguments, JSON-able, so a ClientApp can rebuild the technique."""
-        return {}
+        """The constructor arguments, JSON-able, so a ClientApp can rebuild the technique
+        (default: ``self.args`` without its Python-only fields)."""
+        args = self.__dict__.get("args")  # absent where a subclass's own __init__ skips Technique's
+        return args.config() if isinstance(args, TechniqueArguments) else {}
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.config()})"
+
+
+Technique.__signature__ = TechniqueArguments.signature()
 
 
 OWNABLE_STEPS = ("aggregate", "select_clients", "create_model")
@@ -364,9 +403,7 @@ def _refusal(a: Technique, b: Technique, reason: str, *, order: bool = False) ->
 
 
 def _owned(t: Technique) -> set[str]:
-    owned = set(t.owns)
-    if _overrides(t, "aggregate"):
-        owned.add("aggregate")
+    owned = set(t.owned())
     if t.builds_model() is not None:
         owned.add("create_model")
     else:

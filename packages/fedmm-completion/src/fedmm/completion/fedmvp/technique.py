@@ -25,14 +25,16 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol
 import numpy as np
 import torch
 import torch.nn.functional as F
+from pydantic import Field, field_validator, model_validator
+from pydantic.json_schema import SkipJsonSchema
 
 from fedmm.completion.fedmvp.completion import FoundationCompleter, PoolCompleter
 from fedmm.completion.fedmvp.losses import mcm_loss, ram_loss
 from fedmm.completion.fedmvp.model import FedMVPModel, clip_extractors, pretrain_extractors
-from fedmm.core.arguments import choice, flag, integer, number, optional_text
+from fedmm.core.arguments import ArgumentProblem, TechniqueArguments, python_only
 from fedmm.core.arrays import GroupedArrays, weighted_mean
 from fedmm.core.data.types import MISSING_LABEL, SampleSet
-from fedmm.core.errors import ArgumentError, ConfigError
+from fedmm.core.errors import ConfigError
 from fedmm.core.maths.cka import cka_aggregation_weights
 from fedmm.core.models.model import EmbeddingClassifier
 from fedmm.core.protocol import (
@@ -51,7 +53,7 @@ if TYPE_CHECKING:
     from fedmm.core.data.types import Batch, ClientData, FederatedDataset
     from fedmm.core.models.model import ModelOutput
 
-__all__ = ["Completer", "FedMVP"]
+__all__ = ["Completer", "FedMVP", "FedMVPArguments"]
 
 CACHE = "fedmvp/completed/"
 MCM, RAM = "fedmvp/mcm", "fedmvp/ram"
@@ -61,127 +63,141 @@ class Completer(Protocol):
     def complete(self, samples: SampleSet) -> SampleSet: ...
 
 
+_FOLDER = "a local folder (written by save_pretrained)"
+
+
+class FedMVPArguments(TechniqueArguments):
+    """FedMVP's arguments."""
+
+    completer: SkipJsonSchema[Any] = python_only(
+        "fills missing modalities once per client (cached), e.g. `PoolCompleter(public)`; omitted: the "
+        "one `completion` names, built with the model"
+    )
+    probe: SkipJsonSchema[SampleSet | None] = python_only(
+        "samples the server embeds with every uploaded model for the CKA weights; omitted: the server's "
+        "public split, taken when FedMVP builds the model"
+    )
+    aggregation: Literal["cka", "fedavg"] = Field(
+        "cka",
+        description="`'cka'`: clients weighted by the linear-CKA degree centrality of their joint "
+        "embeddings on the probe set; `'fedavg'`: core's sample-weighted FedAvg",
+    )
+    mcm_weight: float = Field(0.01, ge=0, description="α of the MCM loss (the paper's 0.01; 0 = off)")
+    ram_weight: float = Field(0.5, ge=0, description="β_r of the RAM loss (the paper's 0.5; 0 = off)")
+    temperature: float = Field(0.1, gt=0, description="τ of MCM (the paper's 0.1)")
+    completion: Literal["pool", "foundation", "none"] = Field(
+        "pool",
+        description="how missing modalities are completed: `'pool'` = retrieval of the nearest same-class "
+        "complete pair from the public split (`PoolCompleter`); `'foundation'` = a captioner and a "
+        "text-to-image model from local folders (`FoundationCompleter`, image–caption data); `'none'` = "
+        "left missing (the zero-filling baseline)",
+    )
+    dim: int = Field(64, ge=1, description="width of the frozen extractors' features and the joint encoder")
+    extractor_epochs: int = Field(
+        60, ge=0, description="epochs the frozen extractors are pre-trained on the public split"
+    )
+    captioner_path: str | None = Field(
+        None, description=f"with `completion = 'foundation'`: the BLIP captioner, {_FOLDER}; never downloaded"
+    )
+    generator_path: str | None = Field(
+        None,
+        description=f"with `completion = 'foundation'`: the Stable Diffusion pipeline, {_FOLDER}; never "
+        "downloaded",
+    )
+    clip_path: str | None = Field(
+        None,
+        description=f"frozen CLIP image and text towers as the extractors (with its tokenizer), {_FOLDER}; "
+        "omitted: core encoders pre-trained on the public split",
+    )
+    category: str | None = Field(
+        None, min_length=1, description="the coarse category the foundation completer's prompts name"
+    )
+    generation_steps: int = Field(20, ge=1, description="denoising steps of the text-to-image model")
+    progress: bool = Field(
+        True,
+        description="show progress bars while the pool, extractors and completions are built "
+        "(`fedmm run -q` turns them off)",
+    )
+    copies: int = Field(
+        1,
+        ge=1,
+        description="with `completion = 'pool'`: completions per incomplete sample (the paper's prompt "
+        "augmentation: several generations per prompt)",
+    )
+
+    @field_validator("completer", mode="before")
+    @classmethod
+    def _completer(cls, completer: Any) -> Any:
+        if completer is not None and not callable(getattr(completer, "complete", None)):
+            raise ValueError(
+                f"takes a completer object with a complete(samples) method (Python API), got {completer!r}; "
+                "in a config choose the completion instead: completion = 'pool', 'foundation' or 'none'"
+            )
+        return completer
+
+    @field_validator("probe", mode="before")
+    @classmethod
+    def _probe(cls, probe: Any) -> Any:
+        if probe is not None and not isinstance(probe, SampleSet):
+            raise ValueError(
+                f"takes a SampleSet (Python API), got {probe!r}; in a config leave it out: the probe is "
+                "the server's public split ([data] validation_fraction > 0)"
+            )
+        return probe
+
+    @field_validator("captioner_path", "generator_path", "clip_path", mode="before")
+    @classmethod
+    def _folder(cls, path: Any) -> Any:
+        if path is None:
+            return None
+        if not isinstance(path, str) or not path:
+            raise ValueError(f"must be {_FOLDER} or omitted, got {path!r}")
+        if not Path(path).expanduser().exists():
+            raise ValueError(
+                f"{path!r} does not exist; give a local folder written by save_pretrained "
+                "(nothing is downloaded)"
+            )
+        return path
+
+    @model_validator(mode="after")
+    def _foundation_models(self) -> FedMVPArguments:
+        if (
+            self.completion == "foundation"
+            and self.completer is None
+            and not (self.captioner_path or self.generator_path)
+        ):
+            raise ArgumentProblem(
+                "completion",
+                "= 'foundation' needs captioner_path and/or generator_path (local folders written by "
+                "save_pretrained), or a completer",
+            )
+        return self
+
+
 class FedMVP(Technique):
     """FedMVP. ``completer=None`` turns completion off (the zero-filling baseline keeps missing
     modalities masked); ``probe`` is the server's probe set for CKA (required for ``"cka"``).
-
-    Args:
-        completer: fills missing modalities once per client (cached).
-        probe: samples the server embeds with every uploaded model for the CKA weights.
-        aggregation: ``"cka"`` or ``"fedavg"``.
-        mcm_weight, ram_weight: ``α`` and ``β_r`` (the paper's 0.01 and 0.5); 0 turns a loss off.
-        temperature: ``τ`` of MCM (0.1).
-        copies: with ``completion="pool"``, completions per incomplete sample (the paper's prompt
-            augmentation: several generations per prompt; see :class:`PoolCompleter`).
-    """
+    Arguments: :class:`FedMVPArguments`."""
 
     name: ClassVar[str] = "fedmvp"
+    Arguments: ClassVar[type[TechniqueArguments]] = FedMVPArguments
+    args: FedMVPArguments
     # Frozen extractors sit outside the groups: a mapping per modality, then the joint encoder.
     builds: ClassVar[BuiltModel | None] = BuiltModel(
         "a joint encoder on frozen pre-trained extractors", groups=("encoder.{m}", "fusion", "head")
     )
 
-    def __init__(
-        self,
-        completer: Completer | None = None,
-        probe: SampleSet | None = None,
-        aggregation: Literal["cka", "fedavg"] = "cka",
-        mcm_weight: float = 0.01,
-        ram_weight: float = 0.5,
-        temperature: float = 0.1,
-        completion: Literal["pool", "foundation", "none"] = "pool",
-        dim: int = 64,
-        extractor_epochs: int = 60,
-        captioner_path: str | None = None,
-        generator_path: str | None = None,
-        clip_path: str | None = None,
-        category: str | None = None,
-        generation_steps: int = 20,
-        progress: bool = True,
-        copies: int = 1,
-    ) -> None:
-        # Every argument is checked here, when the technique is built, never in round 1.
-        owner = "fedmvp"
-        if completer is not None and not callable(getattr(completer, "complete", None)):
-            raise ArgumentError(
-                owner,
-                "completer",
-                f"takes a completer object with a complete(samples) method (Python API), got {completer!r}; "
-                "in a config choose the completion instead: completion = 'pool', 'foundation' or 'none'",
-            )
-        if probe is not None and not isinstance(probe, SampleSet):
-            raise ArgumentError(
-                owner,
-                "probe",
-                f"takes a SampleSet (Python API), got {probe!r}; in a config leave it out: the probe is "
-                "the server's public split ([data] validation_fraction > 0)",
-            )
-        aggregation = choice(owner, "aggregation", aggregation, ("cka", "fedavg"))  # type: ignore[assignment]
-        completion = choice(owner, "completion", completion, ("pool", "foundation", "none"))  # type: ignore[assignment]
-        mcm_weight = number(owner, "mcm_weight", mcm_weight, low=0)
-        ram_weight = number(owner, "ram_weight", ram_weight, low=0)
-        temperature = number(owner, "temperature", temperature, low=0, low_open=True)
-        dim = integer(owner, "dim", dim, low=1)
-        extractor_epochs = integer(owner, "extractor_epochs", extractor_epochs, low=0)
-        generation_steps = integer(owner, "generation_steps", generation_steps, low=1)
-        copies = integer(owner, "copies", copies, low=1)
-        progress = flag(owner, "progress", progress)
-        category = optional_text(owner, "category", category)
-        for label, path in (
-            ("captioner_path", captioner_path),
-            ("generator_path", generator_path),
-            ("clip_path", clip_path),
-        ):
-            folder = optional_text(owner, label, path, "a local folder (written by save_pretrained)")
-            if folder is not None and not Path(folder).expanduser().exists():
-                raise ArgumentError(
-                    owner,
-                    label,
-                    f"{folder!r} does not exist; give a local folder written by save_pretrained "
-                    "(nothing is downloaded)",
-                )
-        if completion == "foundation" and completer is None and not (captioner_path or generator_path):
-            raise ArgumentError(
-                owner,
-                "completion",
-                "= 'foundation' needs captioner_path and/or generator_path (local folders written by "
-                "save_pretrained), or a completer",
-            )
-        self.completer = completer
-        self.probe = probe
-        self.aggregation = aggregation
-        self.mcm_weight = mcm_weight
-        self.ram_weight = ram_weight
-        self.temperature = temperature
-        self.completion = completion
-        self.dim = dim
-        self.extractor_epochs = extractor_epochs
-        self.captioner_path = captioner_path
-        self.clip_path = clip_path
-        self.generator_path = generator_path
-        self.category = category
-        self.generation_steps = generation_steps
-        self.progress = progress
-        self.copies = copies
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Built with the model when not given (create_model), so state beside the arguments.
+        self.completer: Completer | None = self.args.completer
+        self.probe: SampleSet | None = self.args.probe
         self.last_weights: np.ndarray | None = None
 
-    def config(self) -> dict[str, Any]:
-        return {
-            "aggregation": self.aggregation,
-            "mcm_weight": self.mcm_weight,
-            "ram_weight": self.ram_weight,
-            "temperature": self.temperature,
-            "completion": self.completion,
-            "dim": self.dim,
-            "extractor_epochs": self.extractor_epochs,
-            "captioner_path": self.captioner_path,
-            "clip_path": self.clip_path,
-            "generator_path": self.generator_path,
-            "category": self.category,
-            "generation_steps": self.generation_steps,
-            "progress": self.progress,
-            "copies": self.copies,
-        }
+    def owned(self) -> frozenset[str]:
+        # With aggregation="fedavg" its aggregate step gives way to core's FedAvg: it owns nothing.
+        owned = super().owned()
+        return owned - {"aggregate"} if self.args.aggregation == "fedavg" else owned
 
     # -- set-up --------------------------------------------------------------------------------
     def create_model(self, data: FederatedDataset, options: Mapping[str, Any]) -> nn.Module | None:
@@ -194,40 +210,45 @@ class FedMVP(Technique):
                 "public split: load the data with validation_fraction > 0 "
                 "(e.g. [data] validation_fraction = 0.1)"
             )
-        if self.completer is None and self.completion == "pool":
-            self.completer = PoolCompleter(public, progress=self.progress, copies=self.copies)
-        elif self.completer is None and self.completion == "foundation":
+        if self.completer is None and self.args.completion == "pool":
+            self.completer = PoolCompleter(public, progress=self.args.progress, copies=self.args.copies)
+        elif self.completer is None and self.args.completion == "foundation":
             self.completer = self._foundation_completer(data)
         if self.probe is None:
             self.probe = public
         names = [m.name for m in data.modalities]
-        if self.clip_path is not None:
+        if self.args.clip_path is not None:
             extractors, widths = self._clip_extractors(data)
         else:
             encoders = dict(options.get("encoders") or {})
             extractors = pretrain_extractors(
-                public, data.num_classes, encoders, self.dim, self.extractor_epochs, progress=self.progress
+                public,
+                data.num_classes,
+                encoders,
+                self.args.dim,
+                self.args.extractor_epochs,
+                progress=self.args.progress,
             )
-            widths = dict.fromkeys(names, self.dim)
-        return FedMVPModel(data.modalities, extractors, widths, data.num_classes, dim=self.dim)
+            widths = dict.fromkeys(names, self.args.dim)
+        return FedMVPModel(data.modalities, extractors, widths, data.num_classes, dim=self.args.dim)
 
     def _clip_extractors(self, data: FederatedDataset) -> tuple[dict[str, nn.Module], dict[str, int]]:
         from transformers import AutoTokenizer
 
         from fedmm.completion.fedmvp.foundation import FrozenCLIP
 
-        assert self.clip_path is not None
+        assert self.args.clip_path is not None
         vocab = data.metadata.get("vocab")
         if not vocab:
             raise ConfigError(
                 "fedmvp: clip_path extracts image–caption features; the data has no word vocabulary"
             )
-        clip = FrozenCLIP.from_pretrained(self.clip_path)
+        clip = FrozenCLIP.from_pretrained(self.args.clip_path)
         try:
-            tokenizer = AutoTokenizer.from_pretrained(self.clip_path, local_files_only=True)
+            tokenizer = AutoTokenizer.from_pretrained(self.args.clip_path, local_files_only=True)
         except (OSError, ValueError) as exc:
             raise ConfigError(
-                f"fedmvp: no CLIP tokenizer in {self.clip_path!r}; save it into the model folder with "
+                f"fedmvp: no CLIP tokenizer in {self.args.clip_path!r}; save it into the model folder with "
                 "save_pretrained"
             ) from exc
         return clip_extractors(clip, tokenizer, vocab)
@@ -241,27 +262,29 @@ class FedMVP(Technique):
                 "fedmvp: completion='foundation' completes image–caption data (the captions loader); "
                 f"{data.name!r} has no word vocabulary — use completion='pool'"
             )
-        captioner = Captioner.from_pretrained(self.captioner_path) if self.captioner_path else None
-        generator = TextToImage.from_pretrained(self.generator_path) if self.generator_path else None
+        captioner = Captioner.from_pretrained(self.args.captioner_path) if self.args.captioner_path else None
+        generator = (
+            TextToImage.from_pretrained(self.args.generator_path) if self.args.generator_path else None
+        )
         return FoundationCompleter(
             captioner,
             generator,
             vocab,
             data.class_names,
-            category=self.category,
-            steps=self.generation_steps,
-            progress=self.progress,
+            category=self.args.category,
+            steps=self.args.generation_steps,
+            progress=self.args.progress,
         )
 
     # -- server --------------------------------------------------------------------------------
     def configure(self, ctx: RoundContext, client_id: int, plan: TrainPlan) -> TrainPlan:
         # Checked on the server: a client-side error would only drop the client, round after round.
-        if self.completer is None and self.completion == "pool":
+        if self.completer is None and self.args.completion == "pool":
             raise ConfigError(
                 "fedmvp: completion='pool' has no pool yet: pass completer=PoolCompleter(public), let "
                 "FedMVP build the model (strategy.create_model(data, {})), or set completion='none'"
             )
-        if self.aggregation == "cka" and self.probe is None:
+        if self.args.aggregation == "cka" and self.probe is None:
             raise ConfigError(
                 "fedmvp: CKA aggregation needs a probe set: pass probe= (e.g. the server's validation "
                 "split) or let FedMVP build the model (create_model) from data with a validation split"
@@ -301,15 +324,20 @@ class FedMVP(Technique):
             for i, m in enumerate(names)
             if bool(outputs.present[:, i].all())  # contrast only within batches that hold m everywhere
         }
-        if self.mcm_weight > 0 and uni and len(batch) > 1:
-            terms[MCM] = mcm_loss(outputs.fused, uni, self.temperature, self.mcm_weight)
+        if self.args.mcm_weight > 0 and uni and len(batch) > 1:
+            terms[MCM] = mcm_loss(outputs.fused, uni, self.args.temperature, self.args.mcm_weight)
         # RAM needs the shared head on unimodal embeddings (FedMVPModel has it; late fusion does not).
-        if self.ram_weight > 0 and uni and bool(labelled.any()) and isinstance(model, EmbeddingClassifier):
+        if (
+            self.args.ram_weight > 0
+            and uni
+            and bool(labelled.any())
+            and isinstance(model, EmbeddingClassifier)
+        ):
             y = batch.labels[labelled]
             joint_ce = F.cross_entropy(outputs.logits[labelled], y)
             uni_l = {m: u[labelled] for m, u in uni.items()}
             uni_ce = {m: F.cross_entropy(model.classify(u), y) for m, u in uni_l.items()}
-            terms[RAM] = ram_loss(outputs.fused[labelled], uni_l, uni_ce, joint_ce, self.ram_weight)
+            terms[RAM] = ram_loss(outputs.fused[labelled], uni_l, uni_ce, joint_ce, self.args.ram_weight)
         return terms
 
     # -- server --------------------------------------------------------------------------------
@@ -335,7 +363,7 @@ class FedMVP(Technique):
         return np.asarray(cka_aggregation_weights(reps, normalize_rows=True), dtype=np.float64)
 
     def aggregate(self, ctx: ResultsContext, results: Sequence[ClientResult]) -> GroupedArrays | None:
-        if self.aggregation != "cka":
+        if self.args.aggregation != "cka":
             return None
         weights = self.client_weights(ctx, results)
         self.last_weights = weights

@@ -151,7 +151,7 @@ def _run_arm(
     lr: float,
 ) -> History:
     strategy = FedAvg(
-        [LayerWise(mode=mode, rounds_per_stage=cfg.rounds_per_stage)],  # type: ignore[arg-type]
+        [LayerWise(mode=mode, rounds_per_stage=cfg.rounds_per_stage)],
         clients_per_round=None,
         local_epochs=cfg.local_epochs,
         batch_size=32,

@@ -32,15 +32,15 @@ declarations on the class).
 
 from __future__ import annotations
 
-import numbers
 import re
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 
 import torch
+from pydantic import Field, field_validator, model_validator
 
-from fedmm.core.arguments import choice, flag, integer, number
-from fedmm.core.errors import ArgumentError, ConfigError
+from fedmm.core.arguments import ArgumentProblem, TechniqueArguments
+from fedmm.core.errors import ConfigError
 from fedmm.core.groups import expand_groups, modality_of
 from fedmm.core.maths.contrastive import clip_loss
 from fedmm.core.protocol import ClientContext, ModelNeeds, ResultsContext, RoundContext, Technique, TrainPlan
@@ -50,7 +50,7 @@ if TYPE_CHECKING:
     from fedmm.core.data.types import Batch
     from fedmm.core.models.model import ModelOutput
 
-__all__ = ["MODES", "LayerWise", "layer_counts"]
+__all__ = ["MODES", "LayerWise", "LayerWiseArguments", "layer_counts"]
 
 MODES = ("lw", "prog", "e2e")
 CONTRASTIVE = "layerwise/contrastive"
@@ -67,25 +67,100 @@ def layer_counts(groups: Sequence[str]) -> dict[str, int]:
     return counts
 
 
+def _whole(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+class LayerWiseArguments(TechniqueArguments):
+    """LayerWise's arguments."""
+
+    mode: Literal["lw", "prog", "e2e"] = Field(
+        "lw",
+        description="`'lw'` (LW-FedMML: only the newest block trains and crosses), `'prog'` "
+        "(Prog-FedMML: every grown layer trains) or `'e2e'` (FedMML: the full-depth model, every round)",
+    )
+    rounds_per_stage: Annotated[int, Field(ge=1)] | tuple[Annotated[int, Field(ge=0)], ...] = Field(
+        10,
+        description="rounds of each stage: an int (uniform; as many stages as it takes to grow every "
+        'encoder to full depth) or a list per stage, e.g. the paper\'s "low-high" '
+        "`[0, 0, 0, 10, 30, 50]` (stages of 0 rounds keep their layers at their initial weights); "
+        "ignored by `e2e`",
+    )
+    layers_per_stage: Annotated[int, Field(ge=1)] | dict[str, Annotated[int, Field(ge=1)]] = Field(
+        1,
+        description="layers added per stage, one int for all encoders or a table per modality "
+        "(`{image = 2, text = 1}`; the paper: 2 for ViT-Tiny's 12 layers, 1 for the 6-layer text tower)",
+    )
+    contrastive_weight: float = Field(
+        0.0,
+        ge=0,
+        description="λ of the CLIP loss (symmetric InfoNCE) between the two towers' embeddings, "
+        "`L = L_CE + λ·L_con` (0 = off, the paper's choice for supervised tasks)",
+    )
+    temperature: float = Field(0.05, gt=0, description="τ of the CLIP loss (the paper's 0.05)")
+    supervised: bool = Field(
+        True,
+        description="keep the cross-entropy on labelled samples; false = contrastive only "
+        "(self-supervised pre-training; needs `contrastive_weight > 0`)",
+    )
+    contrastive_pair: tuple[str, str] | None = Field(
+        None, description="the two modalities of the CLIP loss (omitted: the data's first two)"
+    )
+
+    @field_validator("rounds_per_stage", mode="before")
+    @classmethod
+    def _stages(cls, value: Any) -> Any:
+        if isinstance(value, tuple):
+            for r in value:
+                if not _whole(r) or r < 0:
+                    raise ValueError(f"must be an integer >= 0 per stage, got {r!r}")
+            if sum(value) == 0:
+                raise ValueError(f"must give some stage rounds (> 0 in total), got {list(value)}")
+        elif not _whole(value):
+            raise ValueError(f"must be an integer >= 1 or a list of them, got {value!r}")
+        elif value < 1:
+            raise ValueError(f"must be an integer >= 1, got {value!r}")
+        return value
+
+    @field_validator("layers_per_stage", mode="before")
+    @classmethod
+    def _layers(cls, value: Any) -> Any:
+        if isinstance(value, Mapping):
+            for m, n in value.items():
+                if not isinstance(m, str):
+                    raise ValueError(f"maps modality names to layers, got key {m!r}")
+                if not _whole(n) or n < 1:
+                    raise ArgumentProblem(f"layers_per_stage.{m}", f"must be an integer >= 1, got {n!r}")
+        elif not _whole(value) or value < 1:
+            raise ValueError(f"must be an integer >= 1 or a table of them per modality, got {value!r}")
+        return value
+
+    @field_validator("contrastive_pair", mode="before")
+    @classmethod
+    def _pair(cls, pair: Any) -> Any:
+        if pair is not None and (
+            not isinstance(pair, tuple)
+            or len(pair) != 2
+            or not all(isinstance(m, str) for m in pair)
+            or pair[0] == pair[1]
+        ):
+            raise ValueError(f"names two different modalities, got {pair!r}")
+        return pair
+
+    @model_validator(mode="after")
+    def _some_loss(self) -> LayerWiseArguments:
+        if not self.supervised and self.contrastive_weight == 0:
+            raise ArgumentProblem("supervised", "= false leaves no loss; set contrastive_weight > 0")
+        return self
+
+
 class LayerWise(Technique):
     """Layer-wise (LW-FedMML), progressive (Prog-FedMML) or end-to-end (FedMML) training.
-
-    Args:
-        mode: ``"lw"``, ``"prog"`` or ``"e2e"`` (see the module docstring).
-        rounds_per_stage: rounds of each stage: an int (uniform; as many stages as it takes to grow
-            every encoder to full depth) or a list (one entry per stage, e.g. the paper's
-            "low-high" ``[0, 0, 0, 10, 30, 50]``). Ignored by ``e2e``.
-        layers_per_stage: layers added per stage, one int for all encoders or per modality
-            (the paper: 2 for ViT-Tiny's 12 layers, 1 for the 6-layer text tower).
-        contrastive_weight: ``λ`` of the CLIP loss between the two towers (0 = off, the paper's
-            choice for supervised tasks).
-        temperature: ``τ`` of the CLIP loss (the paper's 0.05).
-        supervised: keep the cross-entropy on labelled samples (False = contrastive only, for
-            self-supervised pre-training; needs ``contrastive_weight > 0``).
-        contrastive_pair: the two modalities of the CLIP loss (default: the first two).
-    """
+    Arguments: :class:`LayerWiseArguments`."""
 
     name: ClassVar[str] = "layerwise"
+    Arguments: ClassVar[type[TechniqueArguments]] = LayerWiseArguments
+    args: LayerWiseArguments
     needs: ClassVar[ModelNeeds] = ModelNeeds(
         layered_encoders=True,
         why="it grows and trains them layer by layer",
@@ -98,95 +173,22 @@ class LayerWise(Technique):
     writes: ClassVar[frozenset[str]] = frozenset({"train", "keep"})
     overwrites: ClassVar[frozenset[str]] = frozenset({"download", "depth"})
 
-    def __init__(
-        self,
-        mode: Literal["lw", "prog", "e2e"] = "lw",
-        rounds_per_stage: int | Sequence[int] = 10,
-        layers_per_stage: int | Mapping[str, int] = 1,
-        contrastive_weight: float = 0.0,
-        temperature: float = 0.05,
-        supervised: bool = True,
-        contrastive_pair: Sequence[str] | None = None,
-    ) -> None:
-        # Every argument is checked here, when the technique is built, never in round 1.
-        owner = "layerwise"
-        mode = choice(owner, "mode", mode, MODES)  # type: ignore[assignment]
-        if isinstance(rounds_per_stage, str) or not isinstance(rounds_per_stage, numbers.Integral | Sequence):
-            raise ArgumentError(
-                owner,
-                "rounds_per_stage",
-                f"must be an integer >= 1 or a list of them, got {rounds_per_stage!r}",
-            )
-        if isinstance(rounds_per_stage, Sequence):
-            rounds = [integer(owner, "rounds_per_stage", r, low=0) for r in rounds_per_stage]
-            if sum(rounds) == 0:
-                raise ArgumentError(
-                    owner, "rounds_per_stage", f"must give some stage rounds (> 0 in total), got {rounds}"
-                )
-            rounds_per_stage = rounds
-        else:
-            rounds_per_stage = integer(owner, "rounds_per_stage", rounds_per_stage, low=1)
-        if isinstance(layers_per_stage, Mapping):
-            per: dict[str, int] = {}
-            for m, n in layers_per_stage.items():
-                if not isinstance(m, str):
-                    raise ArgumentError(
-                        owner, "layers_per_stage", f"maps modality names to layers, got key {m!r}"
-                    )
-                per[m] = integer(owner, f"layers_per_stage.{m}", n, low=1)
-        else:
-            per = {"*": integer(owner, "layers_per_stage", layers_per_stage, low=1)}
-        contrastive_weight = number(owner, "contrastive_weight", contrastive_weight, low=0)
-        temperature = number(owner, "temperature", temperature, low=0, low_open=True)
-        supervised = flag(owner, "supervised", supervised)
-        if not supervised and contrastive_weight == 0:
-            raise ArgumentError(owner, "supervised", "= false leaves no loss; set contrastive_weight > 0")
-        if contrastive_pair is not None and (
-            isinstance(contrastive_pair, str)
-            or not isinstance(contrastive_pair, Sequence)
-            or len(contrastive_pair) != 2
-            or not all(isinstance(m, str) for m in contrastive_pair)
-            or contrastive_pair[0] == contrastive_pair[1]
-        ):
-            raise ArgumentError(
-                owner, "contrastive_pair", f"names two different modalities, got {contrastive_pair!r}"
-            )
-        self.mode = mode
-        self.rounds_per_stage = (
-            rounds_per_stage if isinstance(rounds_per_stage, int) else tuple(rounds_per_stage)
-        )
-        self.layers_per_stage = dict(per)
-        self.contrastive_weight = contrastive_weight
-        self.temperature = temperature
-        self.supervised = supervised
-        self.contrastive_pair = None if contrastive_pair is None else tuple(contrastive_pair)
-
-    def config(self) -> dict[str, Any]:
-        return {
-            "mode": self.mode,
-            "rounds_per_stage": self.rounds_per_stage
-            if isinstance(self.rounds_per_stage, int)
-            else list(self.rounds_per_stage),
-            "layers_per_stage": dict(self.layers_per_stage),
-            "contrastive_weight": self.contrastive_weight,
-            "temperature": self.temperature,
-            "supervised": self.supervised,
-            "contrastive_pair": None if self.contrastive_pair is None else list(self.contrastive_pair),
-        }
-
     def model_needs(self) -> ModelNeeds:
-        return ModelNeeds() if self.mode == "e2e" else self.needs  # e2e trains any model whole
+        return ModelNeeds() if self.args.mode == "e2e" else self.needs  # e2e trains any model whole
 
     # -- the schedule ------------------------------------------------------------------------
     def _per_stage(self, layers: Mapping[str, int]) -> dict[str, int]:
-        unknown = set(self.layers_per_stage) - {"*"} - set(layers)
+        given = self.args.layers_per_stage
+        if isinstance(given, int):
+            return dict.fromkeys(layers, given)
+        unknown = set(given) - {"*"} - set(layers)  # "*": every other modality (older configs)
         if unknown:
             raise ConfigError(
                 f"layerwise: layers_per_stage names {sorted(unknown)}, which have no layered encoder; "
                 f"layered: {sorted(layers)}"
             )
-        default = self.layers_per_stage.get("*", 1)
-        return {m: self.layers_per_stage.get(m, default) for m in layers}
+        default = given.get("*", 1)
+        return {m: given.get(m, default) for m in layers}
 
     def schedule(self, groups: Sequence[str]) -> StageSchedule:
         """The stage schedule for a model with these parameter groups."""
@@ -198,7 +200,7 @@ class LayerWise(Technique):
             )
         per = self._per_stage(layers)
         needed = stages_needed(layers, per)
-        sched = schedule_from(self.rounds_per_stage, needed)
+        sched = schedule_from(self.args.rounds_per_stage, needed)
         if sched.num_stages < needed:
             raise ConfigError(
                 f"layerwise: {sched.num_stages} stages cannot grow the encoders ({layers} layers, "
@@ -212,7 +214,8 @@ class LayerWise(Technique):
         """``(stage, depth, train, keep)`` of round ``round_`` (``depth`` empty and everything
         trained for ``e2e``)."""
         groups = list(groups)
-        if self.mode == "e2e":
+        mode = self.args.mode
+        if mode == "e2e":
             return 0, {}, tuple(groups), ()
         layers = layer_counts(groups)
         sched = self.schedule(groups)
@@ -232,8 +235,8 @@ class LayerWise(Technique):
                 if i >= depth[m]:
                     continue  # does not exist yet
                 newest = i >= (stage - 1) * per[m]
-                (train if self.mode == "prog" or newest else keep).append(g)
-            elif part == "embed" and self.mode == "lw" and stage > 1:
+                (train if mode == "prog" or newest else keep).append(g)
+            elif part == "embed" and mode == "lw" and stage > 1:
                 keep.append(g)
             else:
                 train.append(g)  # embed (stage 1 or prog), norm, proj
@@ -246,11 +249,11 @@ class LayerWise(Technique):
         allowed = set(expand_groups(plan.train, names)) if plan.train else set()
         train = tuple(g for g in train if g in allowed)
         weights = dict(plan.loss_weights)
-        if self.contrastive_weight > 0:
-            weights[CONTRASTIVE] = self.contrastive_weight
-        if not self.supervised:
+        if self.args.contrastive_weight > 0:
+            weights[CONTRASTIVE] = self.args.contrastive_weight
+        if not self.args.supervised:
             weights["ce"] = 0.0
-        if self.mode == "e2e":
+        if self.args.mode == "e2e":
             return plan.replace(train=train, loss_weights=weights)
         return plan.replace(
             depth=depth,
@@ -261,7 +264,7 @@ class LayerWise(Technique):
         )
 
     def after_round(self, ctx: ResultsContext, metrics: dict[str, Any]) -> None:
-        if self.mode == "e2e":
+        if self.args.mode == "e2e":
             return
         stage, depth, _, _ = self.stage_plan(list(ctx.groups), ctx.round)
         metrics["layerwise/stage"] = stage
@@ -275,7 +278,7 @@ class LayerWise(Technique):
         if cctx.plan.loss_weights.get(CONTRASTIVE, 0.0) <= 0:
             return {}
         names = [m.name for m in cctx.modalities]
-        a, b = self.contrastive_pair or tuple(names[:2])
+        a, b = self.args.contrastive_pair or tuple(names[:2])
         if a not in names or b not in names:
             raise ConfigError(f"layerwise: contrastive_pair {(a, b)} is not in the data's modalities {names}")
         both = outputs.present[:, names.index(a)] & outputs.present[:, names.index(b)]
@@ -287,4 +290,4 @@ class LayerWise(Technique):
                 f"layerwise: the CLIP loss needs {a!r} and {b!r} embeddings of one width, got "
                 f"{za.shape[1]} and {zb.shape[1]}; give both encoders the same projection width"
             )
-        return {CONTRASTIVE: clip_loss(za, zb, self.temperature)}
+        return {CONTRASTIVE: clip_loss(za, zb, self.args.temperature)}

@@ -4,7 +4,7 @@ local step trains every modality the client holds, on FlexMod's compute budget."
 from __future__ import annotations
 
 import math
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from fedmm.core.protocol import Combination, RoundContext, TrainPlan
 from fedmm.schedule.flexmod.budget import BudgetedSchedule
@@ -16,7 +16,8 @@ class EntireUpdate(BudgetedSchedule):
     """Every iteration trains every modality (conventional multimodal FL), within the budget.
 
     With ``budget = 1`` this is plain FedAvg's ``local_epochs`` passes; with ``budget = b`` it runs
-    ``⌊b × iterations⌋`` full-combination steps.
+    ``⌊b × iterations⌋`` full-combination steps. Arguments:
+    :class:`~fedmm.schedule.flexmod.budget.BudgetArguments`.
     """
 
     name: ClassVar[str] = "entire_update"
@@ -25,6 +26,3 @@ class EntireUpdate(BudgetedSchedule):
         steps = max(1, math.floor(self.budget * self._entire_iterations(ctx, client_id, plan)))
         held = self._held(ctx, client_id, plan)
         return plan.replace(combinations=(Combination(held, steps),))
-
-    def config(self) -> dict[str, Any]:
-        return {"budget": self.budget}

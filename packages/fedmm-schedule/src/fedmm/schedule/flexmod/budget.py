@@ -15,17 +15,30 @@ from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 import numpy as np
+from pydantic import Field
 
-from fedmm.core.arguments import number
+from fedmm.core.arguments import TechniqueArguments
 from fedmm.core.errors import ConfigError
 from fedmm.core.protocol import RoundContext, Technique, TrainPlan
 from fedmm.schedule.flexmod.costs import CombinationCosts, entire_update_iterations
 
-__all__ = ["COUNTS", "PROTO", "BudgetedSchedule"]
+__all__ = ["COUNTS", "PROTO", "BudgetArguments", "BudgetedSchedule"]
 
 # FlexMod's report keys (per modality): a schedule reads from them which modalities a client holds.
 PROTO = "flexmod/prototypes/"
 COUNTS = "flexmod/counts/"
+
+
+class BudgetArguments(TechniqueArguments):
+    """The argument the three schedules share (Entire Update's only one)."""
+
+    # A positive fraction of Entire Update's compute (> 1 allowed: more than Entire Update).
+    budget: float = Field(
+        1.0,
+        gt=0,
+        description="each client's compute per round as a fraction of Entire Update's (its `local_epochs` "
+        "passes), in FLOPs",
+    )
 
 
 class BudgetedSchedule(Technique):
@@ -35,11 +48,17 @@ class BudgetedSchedule(Technique):
     that restricts a client's modalities (BMSFed's weak-modality picks), whose choice it keeps."""
 
     owns: ClassVar[frozenset[str]] = frozenset({"combinations"})
+    Arguments: ClassVar[type[TechniqueArguments]] = BudgetArguments
+    args: BudgetArguments
 
-    def __init__(self, budget: float = 1.0) -> None:
-        # A positive fraction of Entire Update's compute (> 1 allowed: more than Entire Update).
-        self.budget = number(self.name, "budget", budget, low=0, low_open=True)
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
         self._costs: CombinationCosts | None = None
+
+    @property
+    def budget(self) -> float:
+        """The budget, as a fraction of Entire Update's compute."""
+        return self.args.budget
 
     def _held(self, ctx: RoundContext, client_id: int, plan: TrainPlan) -> tuple[str, ...]:
         """The modalities a client trains: those it reported prototypes for (all of them before its

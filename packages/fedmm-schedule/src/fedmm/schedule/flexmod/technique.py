@@ -28,10 +28,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
+from pydantic import Field, field_validator
 
-from fedmm.core.arguments import integer, number, optional_number, optional_text
+from fedmm.core.arguments import TechniqueArguments
 from fedmm.core.embeddings import collect_embeddings, modality_prototypes
-from fedmm.core.errors import ArgumentError, ConfigError
+from fedmm.core.errors import ConfigError
 from fedmm.core.maths.prototypes import update_prototypes
 from fedmm.core.protocol import ClientContext, Combination, ResultsContext, RoundContext, TrainPlan
 from fedmm.schedule.flexmod.agent import BetaAgent, check_agent_options
@@ -42,7 +43,7 @@ from fedmm.schedule.flexmod.allocation import (
     integer_allocation,
     modality_combinations,
 )
-from fedmm.schedule.flexmod.budget import COUNTS, PROTO, BudgetedSchedule
+from fedmm.schedule.flexmod.budget import COUNTS, PROTO, BudgetArguments, BudgetedSchedule
 from fedmm.schedule.flexmod.env import RoundSignals, observation
 from fedmm.schedule.flexmod.signals import importance, quality, training_need
 
@@ -51,58 +52,77 @@ if TYPE_CHECKING:
 
     from fedmm.core.data.types import ClientData
 
-__all__ = ["FlexMod"]
+__all__ = ["FlexMod", "FlexModArguments"]
 
 
 def _key(combo: Sequence[str]) -> str:
     return "+".join(combo)
 
 
+class FlexModArguments(BudgetArguments):
+    """FlexMod's arguments: the budget it shares with its baselines, and its own."""
+
+    beta: float | None = Field(
+        None,
+        ge=0,
+        le=1,
+        description="a fixed β (no agent): 1 = importance only, 0 = training need only; omitted = the DDPG "
+        "agent chooses β every round",
+    )
+    tau_min: int = Field(
+        1, ge=0, description="iterations the full combination always gets (the spec's τ_min)"
+    )
+    tau_max: float = Field(
+        2.0,
+        gt=0,
+        description="cap on any combination's iterations, as a multiple of Entire Update's iterations",
+    )
+    agent_path: str | None = Field(
+        None,
+        description="start from an agent saved with `BetaAgent.save` (SB3's zip format), e.g. one "
+        "pre-trained offline on `fedmm/FlexMod-v0`",
+    )
+    agent: dict[str, Any] = Field(
+        default_factory=dict,
+        description="options of the DDPG agent (`BetaAgent`): `learning_starts` (8), `batch_size` (32), "
+        "`buffer_size` (1000), `gamma` (0.9), `tau` (0.01), `learning_rate` (1e-3), `net_arch`, "
+        "`noise` (0.1), `noise_decay` (0.99), `gradient_steps` (4)",
+    )
+    # Seeds numpy generators: not negative.
+    seed: int = Field(0, ge=0, description="seeds the agent (networks, replay sampling, exploration)")
+
+    @field_validator("agent_path", mode="before")
+    @classmethod
+    def _saved_agent(cls, path: Any) -> Any:
+        if path is None:
+            return None
+        if not isinstance(path, str) or not path:
+            raise ValueError(f"must be a file saved with BetaAgent.save or omitted, got {path!r}")
+        saved = Path(path).expanduser()
+        if not (saved.is_file() or saved.with_name(saved.name + ".zip").is_file()):  # SB3 adds .zip
+            raise ValueError(f"{path!r} is not a file (an agent saved with BetaAgent.save)")
+        return path
+
+    @field_validator("agent", mode="before")
+    @classmethod
+    def _agent_options(cls, options: Any) -> dict[str, Any]:
+        # Names, types and ranges of BetaAgent's options, checked without building it, so a misspelt
+        # one is refused now and not when the agent first acts after a round of training.
+        return check_agent_options("flexmod", options)
+
+
 class FlexMod(BudgetedSchedule):
     """FlexMod: importance- and quality-aware allocation of local iterations to modality combinations.
-
-    Args:
-        budget: each client's compute per round as a fraction of Entire Update's (FLOPs).
-        beta: a fixed β in [0, 1] (no agent: 1 = importance only, 0 = training need only); ``None``
-            (default) = the DDPG agent chooses β every round.
-        tau_min: iterations the full combination always gets (the spec's τ_min).
-        tau_max: cap on any combination's iterations, as a multiple of Entire Update's iterations.
-        agent_path: an agent saved with ``BetaAgent.save`` (SB3's format) to start from, e.g.
-            one pre-trained offline on ``fedmm/FlexMod-v0``.
-        agent: options of :class:`~fedmm.schedule.flexmod.agent.BetaAgent` (``learning_starts``,
-            ``noise``, ``gradient_steps``, ``learning_rate``, ...).
-        seed: seeds the agent.
-    """
+    Arguments: :class:`FlexModArguments`."""
 
     name: ClassVar[str] = "flexmod"
+    Arguments: ClassVar[type[TechniqueArguments]] = FlexModArguments
+    args: FlexModArguments
 
-    def __init__(
-        self,
-        budget: float = 1.0,
-        beta: float | None = None,
-        tau_min: int = 1,
-        tau_max: float = 2.0,
-        agent_path: str | None = None,
-        agent: Mapping[str, Any] | None = None,
-        seed: int = 0,
-    ) -> None:
-        # Every argument is checked here, when the technique is built, never in round 1.
-        super().__init__(budget)
-        owner = self.name
-        self.fixed_beta = optional_number(owner, "beta", beta, low=0, high=1)  # None = the DDPG agent
-        self.tau_min = integer(owner, "tau_min", tau_min, low=0)
-        self.tau_max = number(owner, "tau_max", tau_max, low=0, low_open=True)
-        self.agent_path = optional_text(owner, "agent_path", agent_path, "a file saved with BetaAgent.save")
-        if self.agent_path is not None:
-            saved = Path(self.agent_path).expanduser()
-            if not (saved.is_file() or saved.with_name(saved.name + ".zip").is_file()):  # SB3 adds .zip
-                raise ArgumentError(
-                    owner,
-                    "agent_path",
-                    f"{self.agent_path!r} is not a file (an agent saved with BetaAgent.save)",
-                )
-        self.agent_options = check_agent_options(owner, agent)
-        self.seed = integer(owner, "seed", seed, low=0)  # seeds numpy generators: not negative
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # A fixed β; the offline simulator (fedmm.schedule.flexmod.env) sets it between rounds.
+        self.fixed_beta: float | None = self.args.beta
         self._agent: BetaAgent | None = None
         self._reset()
 
@@ -114,17 +134,6 @@ class FlexMod(BudgetedSchedule):
         self._quality: dict[str, float] = {}
         self._prev_obs: np.ndarray | None = None
         self._planned: dict[str, list[int]] = {}
-
-    def config(self) -> dict[str, Any]:
-        return {
-            "budget": self.budget,
-            "beta": self.fixed_beta,
-            "tau_min": self.tau_min,
-            "tau_max": self.tau_max,
-            "agent_path": self.agent_path,
-            "agent": dict(self.agent_options),
-            "seed": self.seed,
-        }
 
     @property
     def beta(self) -> float:
@@ -140,10 +149,11 @@ class FlexMod(BudgetedSchedule):
     def agent(self, num_modalities: int) -> BetaAgent:
         if self._agent is None:
             dim = 2 * num_modalities + 2
-            if self.agent_path is not None:
-                self._agent = BetaAgent.load(self.agent_path, dim, seed=self.seed, **self.agent_options)
+            args = self.args
+            if args.agent_path is not None:
+                self._agent = BetaAgent.load(args.agent_path, dim, seed=args.seed, **args.agent)
             else:
-                self._agent = BetaAgent(dim, seed=self.seed, **self.agent_options)
+                self._agent = BetaAgent(dim, seed=args.seed, **args.agent)
         return self._agent
 
     # -- the allocation ------------------------------------------------------------------------
@@ -162,8 +172,8 @@ class FlexMod(BudgetedSchedule):
         factors = combination_factors(combos, imp, need, self.beta)
         if not np.any(factors > 0):
             factors = np.ones_like(factors)
-        tau_max = self.tau_max * iters
-        tau = allocate(factors, costs, budget, tau_max=tau_max, tau_min=float(self.tau_min))
+        tau_max = self.args.tau_max * iters
+        tau = allocate(factors, costs, budget, tau_max=tau_max, tau_min=float(self.args.tau_min))
         steps = integer_allocation(tau, factors, costs, budget, tau_max=int(tau_max))
         return combos, factors, costs, steps, budget
 

@@ -9,51 +9,29 @@ they choose nothing here), the ``upload`` filter and the ``fedmfs/uploads/<m>`` 
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Literal
+from typing import ClassVar
 
 import numpy as np
 from torch import nn
 
+from fedmm.core.arguments import TechniqueArguments
 from fedmm.select.fedmfs.priority import random_gamma
-from fedmm.select.fedmfs.technique import FedMFS, ShapleyBackend
+from fedmm.select.fedmfs.technique import FedMFS, UploadArguments
 
 __all__ = ["RandomUpload"]
 
 
 class RandomUpload(FedMFS):
     """Random modality upload: each client sends γ uniformly drawn modality models per round.
-
-    Args:
-        gamma: modality models a client uploads per round, ``1 <= γ <= M`` (a client owning
-            fewer modalities uploads all it has).
-        shapley: how the (logged) Shapley values are computed, as FedMFS's ``shapley``.
-        n_estimators: trees in the stage-1 random forest.
-        shap_samples: background (and explained) points sampled from the client's data.
-        model: ``"ensemble"`` (the paper's independent per-modality models) or ``"late_fusion"``
-            (core's default model), as FedMFS's ``model``.
-    """
+    Arguments: :class:`~fedmm.select.fedmfs.technique.UploadArguments` (FedMFS's, without the
+    priority's weights, which a random choice does not use)."""
 
     name: ClassVar[str] = "random_upload"
     _owner: ClassVar[str] = "RandomUpload"
-
-    def __init__(
-        self,
-        gamma: int = 1,
-        shapley: ShapleyBackend = "tree",
-        n_estimators: int = 10,
-        shap_samples: int = 50,
-        model: Literal["ensemble", "late_fusion"] = "ensemble",
-    ) -> None:
-        # FedMFS's default weights: checked there, unused by the random choice.
-        super().__init__(
-            gamma=gamma, shapley=shapley, n_estimators=n_estimators, shap_samples=shap_samples, model=model
-        )
-
-    def config(self) -> dict[str, Any]:
-        return {k: v for k, v in super().config().items() if k not in ("alpha_s", "alpha_c")}
+    Arguments: ClassVar[type[TechniqueArguments]] = UploadArguments
 
     def _choose(
         self, model: nn.Module, names: list[str], phi: np.ndarray, available: np.ndarray, seed: int
     ) -> list[int]:
         # The client's report seed: the same draw on every engine and on resume.
-        return random_gamma(available, self.gamma, np.random.default_rng(seed))
+        return random_gamma(available, self.args.gamma, np.random.default_rng(seed))

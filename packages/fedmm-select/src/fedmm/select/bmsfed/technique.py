@@ -32,8 +32,9 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import torch
+from pydantic import Field
 
-from fedmm.core.arguments import flag, integer, number, optional_integer
+from fedmm.core.arguments import TechniqueArguments
 from fedmm.core.embeddings import collect_embeddings
 from fedmm.core.errors import ConfigError
 from fedmm.core.groups import encoder_group, of_modality
@@ -62,7 +63,7 @@ if TYPE_CHECKING:
     from fedmm.core.data.types import Batch, ClientData, ModalitySpec
     from fedmm.core.models.model import ModelOutput
 
-__all__ = ["ALL", "BMSFed", "count_sketch"]
+__all__ = ["ALL", "BMSFed", "BMSFedArguments", "count_sketch"]
 
 ALL = "all"
 """Name of the all-modality update-vector set (``D_M``); the per-modality sets use the modality names."""
@@ -106,31 +107,63 @@ def _trained_modalities(plan: TrainPlan, held: Sequence[str]) -> tuple[str, ...]
     return tuple(m for m in held if m in wanted)
 
 
+class BMSFedArguments(TechniqueArguments):
+    """BMSFed's arguments."""
+
+    chi: float = Field(
+        1.2,
+        ge=1,
+        allow_inf_nan=True,
+        description="threshold χ ≥ 1 of the conflict rule: a client joins `S_I` (trains only the weak "
+        "modality) when its imbalance ratio passes it (`ρ > χ`, or `ρ < 1/χ` when the first modality is "
+        "the weak one); `inf` = plain DivFL, no `S_I`. Measured on av-digits (official code default 1.0, "
+        "its run script 1.5 or 2.0)",
+    )
+    clients_per_round: int = Field(
+        5,
+        ge=1,
+        description="K, clients picked per round after the first, which asks everyone (BMSFed owns "
+        "`select_clients`, so the strategy's own sampling is not applied)",
+    )
+    me_weight: float = Field(
+        0.02,
+        ge=0,
+        description="λ, weight of the modal-enhancement loss (0 = off, the ablation); the paper's 2.0 "
+        "(with lr 1e-3) cost accuracy at our lr 0.05, 0.02 was the most stable on av-digits",
+    )
+    sample_size: int | None = Field(
+        None,
+        ge=1,
+        description="|R| of stochastic greedy; omitted = `max(K, ⌊0.1·N⌋)` as in the spec; `≥ N` = exact "
+        "greedy",
+    )
+    sketch_dim: int = Field(
+        256, ge=0, description="buckets of the count sketch of each update vector (0 = keep exact vectors)"
+    )
+    coincide_to_multimodal: bool = Field(
+        True, description="a client that wins both objectives joins `S_M` (the slides' rule)"
+    )
+    scale_free: bool = Field(
+        True,
+        description="divide the ME loss's distances by τ = the global prototypes' mean pairwise distance; "
+        "false = the paper's raw distances, which diverged at our learning rates",
+    )
+    unit_updates: bool = Field(
+        True,
+        description="compare update directions (unit-norm sketches): update norms shrink as training "
+        "converges, so with raw vectors the same few clients win every round; false = raw vectors as in "
+        "the paper",
+    )
+    seed: int = Field(0, description="seed of the sketch hashing")
+
+
 class BMSFed(Technique):
     """Balanced modality selection (BMSFed; Fan et al., ECCV 2024, arXiv 2401.00403).
-
-    Args:
-        chi: the threshold ``χ ≥ 1`` of the conflict rule: a client joins ``S_I`` (trains only the
-            weak modality) when its imbalance ratio passes it (``ρ > χ``, or ``ρ < 1/χ`` when the
-            first modality is the weak one). ``inf`` disables ``S_I`` (plain DivFL selection).
-            Default 1.2, measured on av-digits (official code default 1.0; its run script 1.5 or 2.0).
-        clients_per_round: ``K``, clients picked per round after the first (which asks everyone).
-        me_weight: ``λ``, the weight of the modal-enhancement loss (0 turns it off). The paper's 2.0
-            (with lr 1e-3) cost accuracy at our lr 0.05; 0.02 was the most stable on av-digits.
-        sample_size: ``|R|`` of stochastic greedy (default ``max(K, ⌊0.1·N⌋)``; ``≥ N`` = exact greedy).
-        sketch_dim: buckets of the count sketch of each update vector (0 = keep exact vectors).
-        coincide_to_multimodal: when the two objectives pick the same client it joins ``S_M``.
-        scale_free: divide the ME loss's distances by the prototypes' mean pairwise distance
-            (:func:`~fedmm.select.bmsfed.losses.prototype_temperature`); False = the paper's raw
-            distances, which diverged at our learning rates.
-        unit_updates: compare update *directions* (each sketch scaled to unit norm). Update norms
-            shrink as training converges, so with raw vectors the freshly refreshed (small) rows sit
-            close to everyone and the same few clients win every round (DivFL's stale-vector
-            problem); False = raw vectors as in the paper.
-        seed: seed of the sketch hashing.
-    """
+    Arguments: :class:`BMSFedArguments`."""
 
     name: ClassVar[str] = "bmsfed"
+    Arguments: ClassVar[type[TechniqueArguments]] = BMSFedArguments
+    args: BMSFedArguments
     owns: ClassVar[frozenset[str]] = frozenset({"select_clients"})
     needs: ClassVar[ModelNeeds] = ModelNeeds(
         groups=("encoder.{m}", "fusion", "head"),
@@ -141,38 +174,8 @@ class BMSFed(Technique):
     # technique that sets them (a schedule's combinations, LayerWise's train) must come after it.
     overwrites: ClassVar[frozenset[str]] = frozenset({"train", "combinations", "upload"})
 
-    def __init__(
-        self,
-        chi: float = 1.2,
-        clients_per_round: int = 5,
-        me_weight: float = 0.02,
-        sample_size: int | None = None,
-        sketch_dim: int = 256,
-        coincide_to_multimodal: bool = True,
-        scale_free: bool = True,
-        unit_updates: bool = True,
-        seed: int = 0,
-    ) -> None:
-        # Every argument is checked here, when the technique is built, never in round 1.
-        owner = "bmsfed"
-        chi = number(owner, "chi", chi, low=1.0, allow_inf=True)  # inf disables unimodal picks
-        clients_per_round = integer(owner, "clients_per_round", clients_per_round, low=1)
-        me_weight = number(owner, "me_weight", me_weight, low=0)
-        sample_size = optional_integer(owner, "sample_size", sample_size, low=1)
-        sketch_dim = integer(owner, "sketch_dim", sketch_dim, low=0)  # 0 = exact vectors
-        coincide_to_multimodal = flag(owner, "coincide_to_multimodal", coincide_to_multimodal)
-        scale_free = flag(owner, "scale_free", scale_free)
-        unit_updates = flag(owner, "unit_updates", unit_updates)
-        seed = integer(owner, "seed", seed)
-        self.chi = chi
-        self.clients_per_round = clients_per_round
-        self.me_weight = me_weight
-        self.sample_size = sample_size
-        self.sketch_dim = sketch_dim
-        self.coincide_to_multimodal = coincide_to_multimodal
-        self.scale_free = scale_free
-        self.unit_updates = unit_updates
-        self.seed = seed
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
         self._reset()
 
     def _reset(self) -> None:
@@ -187,19 +190,6 @@ class BMSFed(Technique):
         self._weak: str | None = None
         self._assignment: dict[int, str] = {}  # this round: client -> "M" | "I"
         self._last: Selection | None = None
-
-    def config(self) -> dict[str, Any]:
-        return {
-            "chi": self.chi,
-            "clients_per_round": self.clients_per_round,
-            "me_weight": self.me_weight,
-            "sample_size": self.sample_size,
-            "sketch_dim": self.sketch_dim,
-            "coincide_to_multimodal": self.coincide_to_multimodal,
-            "scale_free": self.scale_free,
-            "unit_updates": self.unit_updates,
-            "seed": self.seed,
-        }
 
     # -- read-only views (for tests and metrics) ---------------------------------------------
     @property
@@ -257,13 +247,13 @@ class BMSFed(Technique):
             d_multi,
             d_weak,
             self._rho,
-            self.clients_per_round,
+            self.args.clients_per_round,
             ctx.rng,
-            chi=self.chi if weak is not None else math.inf,
+            chi=self.args.chi if weak is not None else math.inf,
             weak_is_second=weak == second,
-            size=self.sample_size,
+            size=self.args.sample_size,
             candidates=cands,
-            coincide_to_multimodal=self.coincide_to_multimodal,
+            coincide_to_multimodal=self.args.coincide_to_multimodal,
         )
         self._assignment = {c: "M" for c in sel.multimodal} | {c: "I" for c in sel.unimodal}
         self._last = sel
@@ -271,14 +261,14 @@ class BMSFed(Technique):
 
     def configure(self, ctx: RoundContext, client_id: int, plan: TrainPlan) -> TrainPlan:
         names = self._setup(ctx)
-        if self.me_weight > 0:
+        if self.args.me_weight > 0:
             extra: dict[str, Any] = {}
             for m, protos in self._protos.items():
                 extra[PROTO + m] = protos.astype(np.float32)
                 extra[CLASSES + m] = self._counts[m] > 0
             if extra:
                 plan = plan.with_extra(**extra)
-                plan = plan.replace(loss_weights={**plan.loss_weights, LOSS: self.me_weight})
+                plan = plan.replace(loss_weights={**plan.loss_weights, LOSS: self.args.me_weight})
         only: str | None = None
         if self._assignment.get(client_id) == "I" and self._weak is not None:
             only = self._weak
@@ -352,8 +342,8 @@ class BMSFed(Technique):
         self._initialised = True
 
     def _store(self, which: str, cid: int, vec: np.ndarray) -> None:
-        sk = count_sketch(vec, self.sketch_dim, zlib.crc32(f"{self.seed}:{which}".encode()))
-        if self.unit_updates:
+        sk = count_sketch(vec, self.args.sketch_dim, zlib.crc32(f"{self.args.seed}:{which}".encode()))
+        if self.args.unit_updates:
             norm = float(np.linalg.norm(sk))
             sk = sk / norm if norm > 0 else sk
         if which not in self._sketch:
@@ -385,7 +375,7 @@ class BMSFed(Technique):
             usable[m] = ok
         if not usable:
             return {}
-        temp = {m: prototype_temperature(protos[m]) if self.scale_free else 1.0 for m in usable}
+        temp = {m: prototype_temperature(protos[m]) if self.args.scale_free else 1.0 for m in usable}
         first, second = names
         targets: tuple[str, ...]
         both = usable[first] & usable[second] if len(usable) == 2 else None

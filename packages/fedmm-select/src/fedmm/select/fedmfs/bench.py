@@ -159,7 +159,7 @@ def _compare(
         history = fed.run(rounds, progress=False)
         if run is not None:
             run.arm(f"{name}{suffix}", history, group=group)
-        curves[f"{name} (gamma={technique.gamma})"] = history.rounds
+        curves[f"{name} (gamma={technique.args.gamma})"] = history.rounds
         out[f"accuracy_{name}"] = personalised_accuracy(fed.model, data, seed=seed)
         out[f"global_accuracy_{name}"] = float(history.rounds[-1].get("accuracy", float("nan")))
         out[f"bytes_up_{name}"] = int(history.ledger.totals()["bytes_up"])

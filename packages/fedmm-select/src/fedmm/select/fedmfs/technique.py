@@ -29,11 +29,13 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 import torch
 import torch.nn.functional as F
+from pydantic import Field, model_validator
 from torch import nn
 
-from fedmm.core.arguments import choice, integer
+from fedmm.core.arguments import ArgumentProblem, TechniqueArguments
 from fedmm.core.arrays import model_groups
 from fedmm.core.data.types import MISSING_LABEL, Batch, ClientData, FederatedDataset
+from fedmm.core.errors import ArgumentError
 from fedmm.core.groups import encoder_group, expand_groups, modality_of
 from fedmm.core.maths.shapley import shapley_values
 from fedmm.core.models.model import ModelOutput
@@ -48,7 +50,7 @@ from fedmm.core.protocol import (
 )
 from fedmm.select.fedmfs.evaluation import fit_ensemble, modality_predictions
 from fedmm.select.fedmfs.model import modality_ensemble
-from fedmm.select.fedmfs.priority import check_parameters, priority, top_gamma
+from fedmm.select.fedmfs.priority import priority, top_gamma
 
 ShapleyBackend = Literal["tree", "exact"]
 
@@ -56,27 +58,61 @@ PER_MODALITY = "fedmfs_per_modality"
 SHAPLEY, AVAILABLE, UPLOAD = "fedmfs/shapley", "fedmfs/available", "fedmfs/upload"
 
 
-class FedMFS(Technique):
-    """Selective modality upload: each client sends only γ modality models per round.
+class UploadArguments(TechniqueArguments):
+    """What FedMFS and its random baseline (:class:`~fedmm.select.baselines.random_upload.RandomUpload`)
+    share: how many modality models go up, the stage-1 ensemble and its Shapley values, the model."""
 
-    Args:
-        gamma: modality models a client uploads per round, ``1 <= γ <= M`` (a client owning
-            fewer modalities uploads all it has). ``γ = M`` is the upload-everything baseline.
-        alpha_s: weight of the normalised Shapley impact in the priority (``>= 0``).
-        alpha_c: weight of the normalised model-size saving ``1 − ŝ`` (``>= 0``).
-        shapley: ``"tree"`` — ``shap.TreeExplainer`` on the random forest, ϕ_m = Σ over explained
-            samples and classes of |SHAP| (as the paper's code); ``"exact"`` — core's
-            ``shapley_values(method="exact")`` with v(T) = mean probability of the true class when
-            the modalities outside T take background values (interventional).
-        n_estimators: trees in the stage-1 random forest.
-        shap_samples: background (and explained) points sampled from the client's data.
-        model: the model a config-built run uses (``create_model``): ``"ensemble"`` = the paper's
-            independent per-modality models; ``"late_fusion"`` = core's default model (then the
-            top-γ encoders plus ``fusion``/``head`` are uploaded).
-    """
+    gamma: int = Field(
+        1,
+        ge=1,
+        description="modality models a client uploads per round, `1 <= gamma <= M` (a client owning fewer "
+        "uploads all it has; `gamma = M` uploads everything); checked against the data's modalities "
+        "when the model is built",
+    )
+    shapley: ShapleyBackend = Field(
+        "tree",
+        description="how the Shapley impact ϕ_m on the stage-1 ensemble is computed: `'tree'` = "
+        "shap's TreeExplainer on the random forest, ϕ_m = Σ over explained samples and classes of "
+        "|SHAP| (as the paper's code); `'exact'` = core's exact Shapley values with v(T) = mean "
+        "probability of the true class when the modalities outside T take background values",
+    )
+    n_estimators: int = Field(10, ge=1, description="trees in the stage-1 random forest")
+    shap_samples: int = Field(
+        50, ge=1, description="background (and explained) points sampled from the client's data"
+    )
+    model: Literal["ensemble", "late_fusion"] = Field(
+        "ensemble",
+        description="the model a config-built run uses: `'ensemble'` = the paper's independent "
+        "per-modality models (built from `[model]`); `'late_fusion'` = core's late-fusion model (the "
+        "top-γ encoders plus `fusion`/`head` go up; it combines with BMSFed and FedMVP)",
+    )
+
+
+class FedMFSArguments(UploadArguments):
+    """FedMFS's arguments: the shared ones and the priority's weights."""
+
+    alpha_s: float = Field(0.5, ge=0, description="weight of the normalised Shapley impact ϕ̂ in the priority")
+    alpha_c: float = Field(
+        0.5, ge=0, description="weight of the normalised model-size saving `1 − ŝ` (not both weights 0)"
+    )
+
+    @model_validator(mode="after")
+    def _some_weight(self) -> FedMFSArguments:
+        if self.alpha_s == 0 and self.alpha_c == 0:
+            raise ArgumentProblem(
+                "alpha_s", "and alpha_c are both 0, so the priority cannot rank modalities; make one > 0"
+            )
+        return self
+
+
+class FedMFS(Technique):
+    """Selective modality upload: each client sends only γ modality models per round, the top γ by
+    the priority ``P = α_s ϕ̂ + α_c (1 − ŝ)``. Arguments: :class:`FedMFSArguments`."""
 
     name: ClassVar[str] = "fedmfs"
     _owner: ClassVar[str] = "FedMFS"  # how its argument errors name it
+    Arguments: ClassVar[type[TechniqueArguments]] = FedMFSArguments
+    args: UploadArguments  # FedMFSArguments; RandomUpload's lack the priority's weights
     needs: ClassVar[ModelNeeds] = ModelNeeds(
         groups=("encoder.{m}",), why="it uploads each modality's model as that group"
     )
@@ -84,55 +120,27 @@ class FedMFS(Technique):
     # fusion, no head, no layered encoders); model="late_fusion" builds nothing.
     builds: ClassVar[BuiltModel | None] = BuiltModel("a per-modality ensemble", groups=("encoder.{m}",))
 
-    def __init__(
-        self,
-        gamma: int = 1,
-        alpha_s: float = 0.5,
-        alpha_c: float = 0.5,
-        shapley: ShapleyBackend = "tree",
-        n_estimators: int = 10,
-        shap_samples: int = 50,
-        model: Literal["ensemble", "late_fusion"] = "ensemble",
-    ) -> None:
-        # Every argument is checked here, when the technique is built, never in round 1.
-        owner = self._owner
-        check_parameters(alpha_s, alpha_c, gamma, owner=owner)
-        model = choice(owner, "model", model, ("ensemble", "late_fusion"))  # type: ignore[assignment]
-        shapley = choice(owner, "shapley", shapley, ("tree", "exact"))  # type: ignore[assignment]
-        n_estimators = integer(owner, "n_estimators", n_estimators, low=1)
-        shap_samples = integer(owner, "shap_samples", shap_samples, low=1)
-        self.gamma = int(gamma)
-        self.alpha_s = float(alpha_s)
-        self.alpha_c = float(alpha_c)
-        self.shapley: ShapleyBackend = shapley
-        self.n_estimators = n_estimators
-        self.shap_samples = shap_samples
-        self.model_kind = model
-
-    def config(self) -> dict[str, Any]:
-        return {
-            "gamma": self.gamma,
-            "alpha_s": self.alpha_s,
-            "alpha_c": self.alpha_c,
-            "shapley": self.shapley,
-            "n_estimators": self.n_estimators,
-            "shap_samples": self.shap_samples,
-            "model": self.model_kind,
-        }
+    def _check_gamma(self, modalities: list[str]) -> None:
+        gamma = self.args.gamma
+        if gamma > len(modalities):
+            raise ArgumentError(
+                self._owner,
+                "gamma",
+                f"= {gamma} exceeds the number of modalities ({len(modalities)}: {', '.join(modalities)}); "
+                f"use 1 <= gamma <= {len(modalities)}",
+            )
 
     # -- set-up ------------------------------------------------------------------------------
     def builds_model(self) -> BuiltModel | None:
-        return self.builds if self.model_kind == "ensemble" else None
+        return self.builds if self.args.model == "ensemble" else None
 
     def create_model(self, data: FederatedDataset, options: Mapping[str, Any]) -> nn.Module | None:
         """The paper's independent per-modality models (``model="ensemble"``), built from the
         ``[model]`` section's ``encoders`` / ``encoder_options`` / ``embed_dim``; ``None`` keeps
         core's late-fusion model (``model="late_fusion"``)."""
         # gamma against the data's modalities: known once the data is, before round 1.
-        check_parameters(
-            self.alpha_s, self.alpha_c, self.gamma, [m.name for m in data.modalities], owner=self._owner
-        )
-        if self.model_kind != "ensemble":
+        self._check_gamma([m.name for m in data.modalities])
+        if self.args.model != "ensemble":
             return None
         return modality_ensemble(
             data.modalities,
@@ -145,7 +153,7 @@ class FedMFS(Technique):
     # -- server ------------------------------------------------------------------------------
     def configure(self, ctx: RoundContext, client_id: int, plan: TrainPlan) -> TrainPlan:
         names = [m.name for m in ctx.modalities]
-        check_parameters(self.alpha_s, self.alpha_c, self.gamma, names, owner=self._owner)
+        self._check_gamma(names)
         if set(ctx.groups) == {encoder_group(m) for m in names}:
             # Independent modality models: one NLL per modality instead of the fused CE.
             plan = plan.replace(loss_weights={**plan.loss_weights, "ce": 0.0})
@@ -209,9 +217,11 @@ class FedMFS(Technique):
         """The modalities (indices into ``names``) the client uploads: the top γ by priority.
 
         The one step :class:`~fedmm.select.baselines.random_upload.RandomUpload` overrides."""
+        args = self.args
+        assert isinstance(args, FedMFSArguments)  # the priority's weights are FedMFS's own
         sizes = self._sizes(model, names)
-        scores = priority(phi, sizes, available, self.alpha_s, self.alpha_c)
-        return top_gamma(scores, available, self.gamma)
+        scores = priority(phi, sizes, available, args.alpha_s, args.alpha_c)
+        return top_gamma(scores, available, args.gamma)
 
     @staticmethod
     def _sizes(model: nn.Module, names: list[str]) -> np.ndarray:
@@ -234,11 +244,11 @@ class FedMFS(Technique):
         cols = np.flatnonzero(available)
         u_all = modality_predictions(model, labelled.samples, labelled.indices, labelled.modality_mask)
         u = u_all[:, cols]
-        rf = fit_ensemble(u, y, seed, self.n_estimators)
+        rf = fit_ensemble(u, y, seed, self.args.n_estimators)
         rng = np.random.default_rng(seed)
-        pick = rng.choice(u.shape[0], size=min(self.shap_samples, u.shape[0]), replace=False)
+        pick = rng.choice(u.shape[0], size=min(self.args.shap_samples, u.shape[0]), replace=False)
         sample = u[pick]
-        if self.shapley == "tree":
+        if self.args.shapley == "tree":
             values = _tree_shap(rf, sample)
         else:
             values = _exact_shap(rf, sample, y[pick], [str(j) for j in range(cols.shape[0])])
@@ -284,4 +294,4 @@ def _exact_shap(rf: Any, sample: np.ndarray, y: np.ndarray, players: list[str]) 
     return np.array([phi[p] for p in players], dtype=np.float64)
 
 
-__all__ = ["FedMFS"]
+__all__ = ["FedMFS", "FedMFSArguments", "UploadArguments"]
