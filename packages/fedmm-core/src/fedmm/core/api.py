@@ -13,8 +13,10 @@ Groups of names (see ``docs/architecture.md``, "The technique-author API"):
   :class:`ResultsContext` for ``aggregate``/``after_round``, :class:`ClientContext` for the client
   hooks, :class:`ClientResult`), and the declarations checked before any round runs
   (:class:`ModelNeeds`, :class:`BuiltModel`).
-- **Arguments and errors**: the argument checks that raise :class:`ArgumentError` naming the
-  argument; the error types.
+- **Arguments and errors**: :class:`TechniqueArguments` (a technique's arguments, declared once
+  as a pydantic model: validation, ``config()``, schema and docs tables), ``python_only`` fields,
+  :class:`ArgumentProblem` for checks across fields, the other argument checks that raise
+  :class:`ArgumentError` naming the argument; the error types.
 - **Data**: :class:`Batch`, :class:`ClientData`, :class:`SampleSet`, :class:`FederatedDataset`,
   :class:`ModalitySpec`, ``MISSING_LABEL``.
 - **Parameter groups**: build, parse and match group names (:mod:`fedmm.core.groups`) instead of
@@ -35,6 +37,8 @@ Groups of names (see ``docs/architecture.md``, "The technique-author API"):
 from __future__ import annotations
 
 from fedmm.core.arguments import (
+    ArgumentProblem,
+    TechniqueArguments,
     choice,
     did_you_mean,
     flag,
@@ -44,6 +48,7 @@ from fedmm.core.arguments import (
     optional_integer,
     optional_number,
     optional_text,
+    python_only,
 )
 from fedmm.core.arrays import GroupedArrays, get_arrays, model_groups, set_arrays, weighted_mean
 from fedmm.core.client import measure_train_step
@@ -113,6 +118,7 @@ from fedmm.core.protocol import (
 __all__ = [
     "MISSING_LABEL",
     "ArgumentError",
+    "ArgumentProblem",
     "Batch",
     "BuiltModel",
     "CentralDataset",
@@ -144,6 +150,7 @@ __all__ = [
     "StepMeasurement",
     "Strategy",
     "Technique",
+    "TechniqueArguments",
     "TrainPlan",
     "WordTokenizer",
     "bar",
@@ -183,6 +190,7 @@ __all__ = [
     "part_of",
     "predict",
     "prototype_quality",
+    "python_only",
     "set_arrays",
     "shapley_values",
     "update_prototypes",

@@ -24,11 +24,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from fedmm.core.arguments import integer
-from fedmm.core.console import bar
-from fedmm.core.data.captions import WordTokenizer
-from fedmm.core.data.types import MISSING_LABEL, SampleSet
-from fedmm.core.errors import DataError
+from fedmm.core.api import MISSING_LABEL, DataError, SampleSet, WordTokenizer, bar, integer
 
 if TYPE_CHECKING:
     from fedmm.completion.fedmvp.foundation import Captioner, TextToImage

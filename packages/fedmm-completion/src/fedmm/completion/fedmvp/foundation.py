@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fedmm.core.errors import ConfigError
+from fedmm.core.api import ConfigError
 
 __all__ = [
     "CLIP_MEAN",

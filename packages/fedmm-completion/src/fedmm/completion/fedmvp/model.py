@@ -24,12 +24,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fedmm.core.console import bar
-from fedmm.core.data.types import MISSING_LABEL, Batch, ModalitySpec, SampleSet
-from fedmm.core.errors import ConfigError
-from fedmm.core.groups import encoder_group
-from fedmm.core.models.encoders import build_encoder
-from fedmm.core.models.model import ModelOutput
+from fedmm.core.api import (
+    MISSING_LABEL,
+    Batch,
+    ConfigError,
+    ModalitySpec,
+    ModelOutput,
+    SampleSet,
+    bar,
+    build_encoder,
+    encoder_group,
+)
 
 __all__ = ["CLIPImageFeatures", "CLIPTextFeatures", "FedMVPModel", "clip_extractors", "pretrain_extractors"]
 
@@ -219,7 +224,7 @@ class CLIPTextFeatures(nn.Module):
 
     def __init__(self, clip: Any, tokenizer: Any, vocab: Sequence[str], max_length: int = 77) -> None:
         super().__init__()
-        from fedmm.core.data.captions import WordTokenizer
+        from fedmm.core.api import WordTokenizer
 
         self.clip = clip
         self.tokenizer = tokenizer

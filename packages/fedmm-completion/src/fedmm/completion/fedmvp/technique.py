@@ -31,27 +31,30 @@ from pydantic.json_schema import SkipJsonSchema
 from fedmm.completion.fedmvp.completion import FoundationCompleter, PoolCompleter
 from fedmm.completion.fedmvp.losses import mcm_loss, ram_loss
 from fedmm.completion.fedmvp.model import FedMVPModel, clip_extractors, pretrain_extractors
-from fedmm.core.arguments import ArgumentProblem, TechniqueArguments, python_only
-from fedmm.core.arrays import GroupedArrays, weighted_mean
-from fedmm.core.data.types import MISSING_LABEL, SampleSet
-from fedmm.core.errors import ConfigError
-from fedmm.core.maths.cka import cka_aggregation_weights
-from fedmm.core.models.model import EmbeddingClassifier
-from fedmm.core.protocol import (
+from fedmm.core.api import (
+    MISSING_LABEL,
+    ArgumentProblem,
     BuiltModel,
     ClientContext,
     ClientResult,
+    ConfigError,
+    EmbeddingClassifier,
+    GroupedArrays,
     ResultsContext,
     RoundContext,
+    SampleSet,
     Technique,
+    TechniqueArguments,
     TrainPlan,
+    cka_aggregation_weights,
+    python_only,
+    weighted_mean,
 )
 
 if TYPE_CHECKING:
     from torch import nn
 
-    from fedmm.core.data.types import Batch, ClientData, FederatedDataset
-    from fedmm.core.models.model import ModelOutput
+    from fedmm.core.api import Batch, ClientData, FederatedDataset, ModelOutput
 
 __all__ = ["Completer", "FedMVP", "FedMVPArguments"]
 

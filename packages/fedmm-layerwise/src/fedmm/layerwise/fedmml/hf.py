@@ -24,7 +24,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from fedmm.core.errors import ConfigError
+from fedmm.core.api import ConfigError
 
 # model_type → dotted path (inside the model) of its list of transformer layers.
 _LAYERS = {"bert": "encoder.layer", "roberta": "encoder.layer", "distilbert": "transformer.layer"}

@@ -15,7 +15,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from fedmm.core.errors import ConfigError
+from fedmm.core.api import ConfigError
 
 __all__ = ["StageSchedule"]
 

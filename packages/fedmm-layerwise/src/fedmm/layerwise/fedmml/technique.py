@@ -39,16 +39,24 @@ from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 import torch
 from pydantic import Field, field_validator, model_validator
 
-from fedmm.core.arguments import ArgumentProblem, TechniqueArguments
-from fedmm.core.errors import ConfigError
-from fedmm.core.groups import expand_groups, modality_of
-from fedmm.core.maths.contrastive import clip_loss
-from fedmm.core.protocol import ClientContext, ModelNeeds, ResultsContext, RoundContext, Technique, TrainPlan
+from fedmm.core.api import (
+    ArgumentProblem,
+    ClientContext,
+    ConfigError,
+    ModelNeeds,
+    ResultsContext,
+    RoundContext,
+    Technique,
+    TechniqueArguments,
+    TrainPlan,
+    clip_loss,
+    expand_groups,
+    modality_of,
+)
 from fedmm.layerwise.fedmml.schedule import StageSchedule, schedule_from, stages_needed
 
 if TYPE_CHECKING:
-    from fedmm.core.data.types import Batch
-    from fedmm.core.models.model import ModelOutput
+    from fedmm.core.api import Batch, ModelOutput
 
 __all__ = ["MODES", "LayerWise", "LayerWiseArguments", "layer_counts"]
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 from typing import ClassVar
 
-from fedmm.core.protocol import Combination, RoundContext, TrainPlan
+from fedmm.core.api import Combination, RoundContext, TrainPlan
 from fedmm.schedule.flexmod.budget import BudgetedSchedule
 
 __all__ = ["EntireUpdate"]

@@ -10,8 +10,7 @@ from typing import Any, ClassVar
 import numpy as np
 from pydantic import Field
 
-from fedmm.core.arguments import TechniqueArguments
-from fedmm.core.protocol import Combination, RoundContext, TrainPlan
+from fedmm.core.api import Combination, RoundContext, TechniqueArguments, TrainPlan
 from fedmm.schedule.flexmod.allocation import modality_combinations
 from fedmm.schedule.flexmod.budget import BudgetArguments, BudgetedSchedule
 

@@ -22,8 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from fedmm.core.arguments import integer, known_keys, number
-from fedmm.core.errors import ArgumentError
+from fedmm.core.api import ArgumentError, integer, known_keys, number
 
 __all__ = ["AGENT_OPTIONS", "BetaAgent", "check_agent_options"]
 

@@ -26,7 +26,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from fedmm.core.errors import ConfigError
+from fedmm.core.api import ConfigError
 
 __all__ = [
     "InfeasibleBudgetError",

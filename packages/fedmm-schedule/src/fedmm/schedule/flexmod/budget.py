@@ -17,9 +17,7 @@ from typing import Any, ClassVar
 import numpy as np
 from pydantic import Field
 
-from fedmm.core.arguments import TechniqueArguments
-from fedmm.core.errors import ConfigError
-from fedmm.core.protocol import RoundContext, Technique, TrainPlan
+from fedmm.core.api import ConfigError, RoundContext, Technique, TechniqueArguments, TrainPlan
 from fedmm.schedule.flexmod.costs import CombinationCosts, entire_update_iterations
 
 __all__ = ["COUNTS", "PROTO", "BudgetArguments", "BudgetedSchedule"]

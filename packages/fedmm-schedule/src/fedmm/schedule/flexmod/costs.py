@@ -16,9 +16,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 from torch import nn
 
-from fedmm.core.client import measure_train_step
-from fedmm.core.data.types import MISSING_LABEL, SampleSet
-from fedmm.core.errors import ConfigError
+from fedmm.core.api import MISSING_LABEL, ConfigError, SampleSet, measure_train_step
 
 __all__ = ["CombinationCosts", "entire_update_iterations"]
 

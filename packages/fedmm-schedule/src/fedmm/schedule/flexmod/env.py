@@ -123,9 +123,7 @@ class FederationSimulator:
         def build(seed: int) -> tuple[Any, Any]:
             import torch
 
-            from fedmm.core.data.registry import federate
-            from fedmm.core.data.synthetic import make_synthetic
-            from fedmm.core.models import late_fusion
+            from fedmm.core.api import federate, late_fusion, make_synthetic
 
             mods = [(f"m{i}", 8, 1.0 if i == 0 else 0.3) for i in range(num_modalities)]
             central = make_synthetic(600, num_classes=4, modalities=mods, seed=seed)
@@ -137,8 +135,7 @@ class FederationSimulator:
         return cls(build, num_modalities, strategy_options={"lr": 0.05, "batch_size": 32})
 
     def reset(self, seed: int) -> RoundSignals:
-        from fedmm.core.federation import Federation
-        from fedmm.core.protocol import FedAvg
+        from fedmm.core.api import FedAvg, Federation
         from fedmm.schedule.flexmod.technique import FlexMod
 
         model, data = self.build(seed)

@@ -15,10 +15,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 from torch import nn
 
-from fedmm.core.data.types import SampleSet
-from fedmm.core.evaluate import predict
-from fedmm.core.maths.prototypes import prototype_quality
-from fedmm.core.maths.shapley import shapley_values
+from fedmm.core.api import SampleSet, predict, prototype_quality, shapley_values
 
 __all__ = ["coalition_accuracy", "importance", "normalise_positive", "quality", "training_need"]
 

@@ -30,11 +30,18 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 from pydantic import Field, field_validator
 
-from fedmm.core.arguments import TechniqueArguments
-from fedmm.core.embeddings import collect_embeddings, modality_prototypes
-from fedmm.core.errors import ConfigError
-from fedmm.core.maths.prototypes import update_prototypes
-from fedmm.core.protocol import ClientContext, Combination, ResultsContext, RoundContext, TrainPlan
+from fedmm.core.api import (
+    ClientContext,
+    Combination,
+    ConfigError,
+    ResultsContext,
+    RoundContext,
+    TechniqueArguments,
+    TrainPlan,
+    collect_embeddings,
+    modality_prototypes,
+    update_prototypes,
+)
 from fedmm.schedule.flexmod.agent import BetaAgent, check_agent_options
 from fedmm.schedule.flexmod.allocation import (
     allocate,
@@ -50,7 +57,7 @@ from fedmm.schedule.flexmod.signals import importance, quality, training_need
 if TYPE_CHECKING:
     from torch import nn
 
-    from fedmm.core.data.types import ClientData
+    from fedmm.core.api import ClientData
 
 __all__ = ["FlexMod", "FlexModArguments"]
 

@@ -14,7 +14,7 @@ from typing import ClassVar
 import numpy as np
 from torch import nn
 
-from fedmm.core.arguments import TechniqueArguments
+from fedmm.core.api import TechniqueArguments
 from fedmm.select.fedmfs.priority import random_gamma
 from fedmm.select.fedmfs.technique import FedMFS, UploadArguments
 

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from fedmm.core.errors import ConfigError
+from fedmm.core.api import ConfigError
 
 __all__ = [
     "Selection",

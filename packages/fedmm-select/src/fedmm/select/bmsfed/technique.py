@@ -34,19 +34,22 @@ import numpy as np
 import torch
 from pydantic import Field
 
-from fedmm.core.arguments import TechniqueArguments
-from fedmm.core.embeddings import collect_embeddings
-from fedmm.core.errors import ConfigError
-from fedmm.core.groups import encoder_group, of_modality
-from fedmm.core.maths.prototypes import class_prototypes, nearest_prototype_accuracy, update_prototypes
-from fedmm.core.protocol import (
+from fedmm.core.api import (
     ClientContext,
     Combination,
+    ConfigError,
     ModelNeeds,
     ResultsContext,
     RoundContext,
     Technique,
+    TechniqueArguments,
     TrainPlan,
+    class_prototypes,
+    collect_embeddings,
+    encoder_group,
+    nearest_prototype_accuracy,
+    of_modality,
+    update_prototypes,
 )
 from fedmm.select.bmsfed.losses import (
     EPS,
@@ -60,8 +63,7 @@ from fedmm.select.bmsfed.selection import Selection, pairwise_distances, stochas
 if TYPE_CHECKING:
     from torch import nn
 
-    from fedmm.core.data.types import Batch, ClientData, ModalitySpec
-    from fedmm.core.models.model import ModelOutput
+    from fedmm.core.api import Batch, ClientData, ModalitySpec, ModelOutput
 
 __all__ = ["ALL", "BMSFed", "BMSFedArguments", "count_sketch"]
 

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from fedmm.core.data.types import MISSING_LABEL, FederatedDataset, SampleSet
+from fedmm.core.api import MISSING_LABEL, FederatedDataset, SampleSet
 
 Weighting = Literal["client", "uniform"]
 

@@ -15,11 +15,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fedmm.core.data.types import Batch, ModalitySpec
-from fedmm.core.errors import ConfigError
-from fedmm.core.groups import encoder_group
-from fedmm.core.models.encoders import build_encoder
-from fedmm.core.models.model import ModelOutput, out_dim
+from fedmm.core.api import (
+    Batch,
+    ConfigError,
+    ModalitySpec,
+    ModelOutput,
+    build_encoder,
+    encoder_group,
+    out_dim,
+)
 
 
 class UnimodalClassifier(nn.Module):

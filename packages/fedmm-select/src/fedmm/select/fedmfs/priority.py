@@ -16,9 +16,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from fedmm.core.arguments import integer, number
-from fedmm.core.errors import ArgumentError
-from fedmm.core.maths.shapley import minmax_normalize
+from fedmm.core.api import ArgumentError, integer, minmax_normalize, number
 
 EPS = 1e-10
 

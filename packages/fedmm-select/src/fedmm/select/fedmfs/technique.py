@@ -32,21 +32,27 @@ import torch.nn.functional as F
 from pydantic import Field, model_validator
 from torch import nn
 
-from fedmm.core.arguments import ArgumentProblem, TechniqueArguments
-from fedmm.core.arrays import model_groups
-from fedmm.core.data.types import MISSING_LABEL, Batch, ClientData, FederatedDataset
-from fedmm.core.errors import ArgumentError
-from fedmm.core.groups import encoder_group, expand_groups, modality_of
-from fedmm.core.maths.shapley import shapley_values
-from fedmm.core.models.model import ModelOutput
-from fedmm.core.protocol import (
+from fedmm.core.api import (
+    MISSING_LABEL,
+    ArgumentError,
+    ArgumentProblem,
+    Batch,
     BuiltModel,
     ClientContext,
+    ClientData,
+    FederatedDataset,
     ModelNeeds,
+    ModelOutput,
     ResultsContext,
     RoundContext,
     Technique,
+    TechniqueArguments,
     TrainPlan,
+    encoder_group,
+    expand_groups,
+    modality_of,
+    model_groups,
+    shapley_values,
 )
 from fedmm.select.fedmfs.evaluation import fit_ensemble, modality_predictions
 from fedmm.select.fedmfs.model import modality_ensemble
