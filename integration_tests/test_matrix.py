@@ -1,5 +1,5 @@
-"""The technique matrix: every registered technique alone and in pairs (triples and the Flower runs:
-``-m integration``).
+"""The technique matrix: every registered technique alone and in pairs (the pairs that run, the
+triples and the Flower runs: ``-m integration``).
 
 A technique joins by registering itself (entry point group ``fedmm.techniques``). Every
 technique is built with its defaults, on one small recipe that suits them all: synthetic data
@@ -199,7 +199,16 @@ def test_each_technique_alone_runs(name: str) -> None:
     assert _run((name,)) == "ran"
 
 
-@pytest.mark.parametrize("pair", list(itertools.combinations(REGISTERED, 2)), ids="+".join)
+def _tiered(combos: list[tuple[str, ...]]) -> list[Any]:
+    """Refusals (cheap: checked before round 1) in the fast tier; combinations that run two rounds
+    in the integration tier (each technique alone, and the compositions of
+    ``test_compositions.py``, keep running ones in the fast tier)."""
+    return [
+        pytest.param(c, id="+".join(c), marks=() if _refusals(c) else pytest.mark.integration) for c in combos
+    ]
+
+
+@pytest.mark.parametrize("pair", _tiered(list(itertools.combinations(REGISTERED, 2))))
 def test_pairs_run_or_refuse_as_documented(pair: tuple[str, str]) -> None:
     _check(pair, _run(pair))
 

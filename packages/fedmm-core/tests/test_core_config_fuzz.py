@@ -519,16 +519,31 @@ def test_installed_techniques_load_for_the_fuzz() -> None:
     assert [name for name, args in TECHNIQUES.items() if args is None] == []
 
 
-@settings(
-    derandomize=True,
-    max_examples=1200,
-    deadline=None,
-    # The generator draws many small choices per config (one per field): that is the point.
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-    database=None,
-)
+def _fuzz(examples: int) -> Any:
+    return settings(
+        derandomize=True,
+        max_examples=examples,
+        deadline=None,
+        # The generator draws many small choices per config (one per field): that is the point.
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+        database=None,
+    )
+
+
+@_fuzz(300)
 @given(data=st.data())
 def test_fuzzed_configs_raise_only_fedmm_errors(
+    scanned_once: None, uci_root: Path, data: st.DataObject
+) -> None:
+    raw = data.draw(raw_configs(uci_root), label="config")
+    event(check_config(raw))
+
+
+# The same property on ten times the examples (the fuzz that found the causes pinned below).
+@pytest.mark.integration
+@_fuzz(3000)
+@given(data=st.data())
+def test_many_fuzzed_configs_raise_only_fedmm_errors(
     scanned_once: None, uci_root: Path, data: st.DataObject
 ) -> None:
     raw = data.draw(raw_configs(uci_root), label="config")
