@@ -195,6 +195,47 @@ def test_combinations_run_their_steps_and_cost_less(
     assert costs["a"] < costs[None]  # encoder b never ran
 
 
+class PerClientModality(Technique):
+    """Client 0 trains only modality ``a``; the others train both (a Partial-Update-like plan)."""
+
+    name = "per-client-modality"
+
+    def configure(self, ctx: RoundContext, client_id: int, plan: TrainPlan) -> TrainPlan:
+        mods = ("a",) if client_id == 0 else None
+        return plan.replace(combinations=(Combination(mods, steps=2),))
+
+
+def test_an_encoder_is_averaged_over_the_clients_that_trained_it(
+    small_data: FederatedDataset, small_model: MultimodalModel
+) -> None:
+    # Was: every trainable group was uploaded, so client 0's untouched copy of encoder.b was
+    # averaged in and diluted the others' updates.
+    fed = Federation(small_model, small_data, FedAvg([PerClientModality()], clients_per_round=4), seed=0)
+    history = fed.run(1, progress=False)
+    by_client = {r.client_id: r for r in history.ledger.records}
+    assert 0 in by_client and len(by_client) > 1
+    assert "encoder.b" not in by_client[0].groups_up
+    assert {"encoder.a", "fusion", "head"} <= set(by_client[0].groups_up)
+    assert all("encoder.b" in r.groups_up for c, r in by_client.items() if c != 0)
+
+
+def test_the_global_encoder_moves_only_by_its_trainers_updates(
+    small_data: FederatedDataset, small_model: MultimodalModel
+) -> None:
+    # With one client that trains only 'a', encoder.b must stay bit-identical (nobody trained it).
+    class OnlyA(Technique):
+        name = "only-a"
+
+        def configure(self, ctx: RoundContext, client_id: int, plan: TrainPlan) -> TrainPlan:
+            return plan.replace(combinations=(Combination(("a",), steps=2),))
+
+    fed = Federation(small_model, small_data, FedAvg([OnlyA()], clients_per_round=2), seed=0)
+    before = copy.deepcopy(fed.global_arrays["encoder.b"])
+    history = fed.run(1, progress=False)
+    assert _same(before, fed.global_arrays["encoder.b"])
+    assert all("encoder.b" not in r.groups_up for r in history.ledger.records)
+
+
 class KeepEncoders(Technique):
     """Clients keep the encoders and only download fusion + head after their first round."""
 

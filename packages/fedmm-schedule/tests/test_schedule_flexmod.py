@@ -266,3 +266,15 @@ def test_the_baselines_check_their_arguments_when_built(
 def test_beta_agent_checks_its_options() -> None:
     with pytest.raises(ConfigError, match=r"BetaAgent: agent.tau must be a finite number in \(0, 1\], got 0"):
         BetaAgent(6, tau=0)
+
+
+def test_partial_update_uploads_only_the_encoders_its_combination_trained(data: FederatedDataset) -> None:
+    # Partial Update's picks leave encoders untrained; their unchanged copies must not be averaged in.
+    history = _fed(data, PartialUpdate(budget=0.5, seed=1)).run(3, progress=False)
+    later = [r for r in history.ledger.records if r.round > 1]
+    single = [r for r in later if set(r.flops_by_combination) <= {"a", "b"}]
+    assert single, "no client drew a single-modality combination"
+    for rec in later:
+        trained = {m for key in rec.flops_by_combination for m in key.split("+")}
+        encoders = {g.split(".")[1] for g in rec.groups_up if g.startswith("encoder.")}
+        assert encoders == trained, (rec.client_id, rec.round, rec.groups_up)

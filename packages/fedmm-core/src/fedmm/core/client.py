@@ -159,6 +159,9 @@ def client_round(
     steps = 0
     combos = plan.combinations or (Combination(),)
     trainable_sig = (tuple(trainable), tuple(sorted(plan.depth.items())))
+    # Modalities whose encoders took part in at least one optimiser step: only their encoders are
+    # uploaded by default, so an encoder is averaged over the clients that trained it this round.
+    trained_modalities: set[str] = set()
     if optimizer is not None:
         for combo in combos:
             active = combo.modalities
@@ -191,6 +194,8 @@ def client_round(
                     meter.cache[sig] = measured
                 if loss is not None:
                     losses.append(loss)
+                    present = batch.present_for(active).any(0).tolist()
+                    trained_modalities.update(m for m, p in zip(batch.modalities, present, strict=True) if p)
                 cost.flops += measured[0]
                 terms_flops += measured[2]
                 cost.flops_by_combination[combo_key] = (
@@ -218,10 +223,10 @@ def client_round(
     if plan.upload is not None:
         upload = expand_groups(plan.upload, names)
     else:
-        # By default send what was trained, except the encoders of modalities this client never
-        # had: they got no gradient, and averaging their unchanged copy would dilute the others'.
-        held = set(data.modalities)
-        upload = tuple(g for g in trainable if (mod := modality_of(g)) is None or mod in held)
+        # By default send what was trained: not the encoders of modalities that took no step this
+        # round (never held, missing from every batch, or outside every combination the plan ran).
+        # They got no gradient, and averaging their unchanged copy would dilute the others'.
+        upload = tuple(g for g in trainable if (mod := modality_of(g)) is None or mod in trained_modalities)
     upload_hooks = _overriding(techniques, "upload")
     if upload_hooks:
         with _charged(cost, "upload"):

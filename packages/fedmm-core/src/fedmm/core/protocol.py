@@ -71,7 +71,9 @@ class TrainPlan:
     - ``download``: groups sent to the client (counted in the ledger). Others come from the
       client's own kept copy if it has one (see ``keep``), else they are sent too.
     - ``train``: groups trained; all others are frozen (no grads, no optimizer state).
-    - ``upload``: candidate groups to send back (default: the trained ones); ``upload`` hooks narrow it.
+    - ``upload``: candidate groups to send back (default: the trained groups, less the encoders of
+      modalities that took no step this round, so an encoder is averaged over the clients that
+      trained it); ``upload`` hooks narrow it.
     - ``keep``: groups the client keeps between rounds (e.g. a frozen prefix), so they need no download.
     - ``combinations``: modality combinations in execution order with their step counts.
     - ``depth``: modality → how many layers of its layered encoder run (empty = all): a client
