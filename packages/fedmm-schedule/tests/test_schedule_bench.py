@@ -97,9 +97,28 @@ def test_target_uses_the_mean_gap_and_ratio() -> None:
     assert out["target_met_hapt"] is False  # ratio 0.8 > 0.7
 
 
-def test_registered_benchmark_states_protocol_2() -> None:
+def test_registered_benchmark_states_protocol_3() -> None:
     assert isinstance(bench.FLEXMOD, Benchmark)
-    assert bench.FLEXMOD.protocol == "2" and bench.FLEXMOD.name == "flexmod"
+    assert bench.FLEXMOD.protocol == "3" and bench.FLEXMOD.name == "flexmod"
     assert {"time_to_target_ratio", "time_to_target_ratio_hapt", "target_met", "target_met_hapt"} <= set(
         bench.FLEXMOD.headline
     )
+
+
+def test_fixed_beta_arms_get_their_own_ratio_gap_and_verdict() -> None:
+    seeds = []
+    for _ in range(3):
+        rec = _seed_record("", entire=10.0, flexmod=6.0, gap=0.5)
+        for arm, t, gap in (("flexmod_beta0", 8.0, 0.2), ("flexmod_beta1", 5.0, 3.0)):
+            rec[f"final_accuracy_{arm}"] = 0.9
+            rec[f"time_to_target_{arm}"] = t
+            rec[f"seconds_to_target_{arm}"] = t
+            rec[f"reached_{arm}"] = True
+            rec[f"time_to_target_censored_{arm}"] = t
+            rec[f"final_accuracy_gap_pp{bench.variant(arm)}"] = gap
+        seeds.append(rec)
+    out = _aggregate(seeds)
+    assert out["time_to_target_ratio"] == pytest.approx(0.6) and out["target_met"]
+    assert out["time_to_target_ratio_beta0"] == pytest.approx(0.8) and not out["target_met_beta0"]
+    assert out["time_to_target_ratio_beta1"] == pytest.approx(0.5) and not out["target_met_beta1"]  # gap 3 pp
+    assert "time_to_target_ratio_beta0.5" not in out  # an arm the record lacks gets no keys

@@ -9,11 +9,13 @@ from fedmm.schedule.flexmod.agent import BetaAgent
 from fedmm.schedule.flexmod.allocation import (
     InfeasibleBudgetError,
     allocate,
-    combination_factors,
+    combination_weights,
+    encoder_credits,
     execution_order,
     integer_allocation,
     modality_combinations,
-    water_filling,
+    modality_weights,
+    utility,
 )
 from fedmm.schedule.flexmod.env import ENV_ID, FederationSimulator, FlexModEnv, RoundSignals
 from fedmm.schedule.flexmod.technique import FlexMod
@@ -27,9 +29,11 @@ __all__ = [
     "InfeasibleBudgetError",
     "RoundSignals",
     "allocate",
-    "combination_factors",
+    "combination_weights",
+    "encoder_credits",
     "execution_order",
     "integer_allocation",
     "modality_combinations",
-    "water_filling",
+    "modality_weights",
+    "utility",
 ]

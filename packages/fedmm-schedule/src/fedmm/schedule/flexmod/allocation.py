@@ -1,21 +1,29 @@
 """FlexMod's allocation of local iterations to modality combinations (pure functions).
 
 Reference: Bian, Wang, Xu, "Prioritizing Modalities: Flexible Importance Scheduling in Federated
-Multimodal Learning" (FlexMod, arXiv 2408.06549); method notes ``docs/methods/flexmod.md``.
+Multimodal Learning" (FlexMod, arXiv 2408.06549); method notes ``docs/methods/flexmod.md``
+("The allocation", with why it has this form).
 
-For each client and round, with β from the agent:
+For each client and round, with β from the agent (or fixed):
 
-* combination factor ``a_S = β·Σ_{m∈S} φ̂_m + (1−β)·Σ_{m∈S} u_m`` (importance vs. training need);
+* modality weights ``w_m = β·φ̂_m + (1−β)·u_m`` (importance vs. training need; each sums to 1);
+* the *effective training* of encoder ``m``: ``n_m = Σ_S κ_{m,S}·τ_S``, where ``τ_S`` are the
+  iterations of combination ``S`` and ``κ_{m,S}`` how much of a step of ``S`` reaches encoder
+  ``m``: 1 for a step that trains ``m`` alone, and ``min(1, |S|·φ̂_m / Σ_{k∈S} φ̂_k)`` in a joint
+  step, where a modality the fused model relies on little gets little of the learning signal
+  (modality imbalance); balanced modalities get 1 each;
 * iterations ``τ`` from the convex program
 
-      maximise   Σ_S a_S · log(1 + τ_S)
-      subject to Σ_S c_S τ_S ≤ B,   0 ≤ τ_S ≤ τ_max,   τ_full ≥ τ_min
+      maximise   Σ_m w_m · log(1 + n_m)
+      subject to Σ_S c_S τ_S ≤ B,   0 ≤ τ_S ≤ τ_max,   τ_full ≥ τ_min,
+                 n_m ≥ floor for every m with w_m > 0
 
   (concave objective, linear constraints; solved with cvxpy), where ``c_S`` is the measured cost
-  of one iteration of ``S`` and ``B`` the client's budget in the same unit;
-* integers: round down, then give leftover budget to the combinations with the largest
-  ``a_S / c_S`` that still fit;
-* order: descending cardinality, ties by ``a_S`` (largest first).
+  of one iteration of ``S`` and ``B`` the client's budget in the same unit. Among equally good
+  allocations the one with more joint steps is taken (a vanishing bonus on ``τ_full``);
+* integers: round down, then add iterations by the largest marginal utility per cost while the
+  budget allows;
+* order: descending cardinality, ties by ``Σ_{m∈S} w_m`` (largest first).
 """
 
 from __future__ import annotations
@@ -31,11 +39,13 @@ from fedmm.core.api import ConfigError
 __all__ = [
     "InfeasibleBudgetError",
     "allocate",
-    "combination_factors",
+    "combination_weights",
+    "encoder_credits",
     "execution_order",
     "integer_allocation",
     "modality_combinations",
-    "water_filling",
+    "modality_weights",
+    "utility",
 ]
 
 Combo = tuple[str, ...]
@@ -54,23 +64,54 @@ def modality_combinations(modalities: Sequence[str]) -> list[Combo]:
     return out
 
 
-def combination_factors(
-    combos: Sequence[Combo], importance: Mapping[str, float], need: Mapping[str, float], beta: float
+def modality_weights(
+    modalities: Sequence[str], importance: Mapping[str, float], need: Mapping[str, float], beta: float
 ) -> np.ndarray:
-    """``a_S = β·Σ_{m∈S} φ̂_m + (1−β)·Σ_{m∈S} u_m`` for each combination (β in [0, 1])."""
+    """``w_m = β·φ̂_m + (1−β)·u_m`` for each modality (β in [0, 1])."""
     if not (0.0 <= beta <= 1.0) or math.isnan(beta):
         raise ValueError(f"beta must lie in [0, 1], got {beta}")
-    return np.array(
-        [beta * sum(importance[m] for m in s) + (1 - beta) * sum(need[m] for m in s) for s in combos],
-        dtype=np.float64,
-    )
+    return np.array([beta * importance[m] + (1 - beta) * need[m] for m in modalities], dtype=np.float64)
 
 
-def _check(factors: np.ndarray, costs: np.ndarray, budget: float, tau_max: float, tau_min: float) -> None:
-    if factors.shape != costs.shape or factors.ndim != 1 or factors.size == 0:
-        raise ValueError(f"factors {factors.shape} and costs {costs.shape} must be equal non-empty vectors")
-    if np.any(factors < 0) or not np.all(np.isfinite(factors)):
-        raise ValueError(f"factors must be finite and >= 0, got {factors}")
+def encoder_credits(
+    combos: Sequence[Combo], modalities: Sequence[str], importance: Mapping[str, float] | None = None
+) -> np.ndarray:
+    """``κ`` (modalities × combinations): the share of a step of ``S`` that trains encoder ``m``.
+
+    ``κ = 1`` for a modality trained alone and, in a joint step, ``min(1, |S|·φ̂_m / Σ_{k∈S} φ̂_k)``;
+    with ``importance`` None (or summing to 0 over ``S``) every modality of ``S`` gets 1."""
+    credits = np.zeros((len(modalities), len(combos)), dtype=np.float64)
+    index = {m: i for i, m in enumerate(modalities)}
+    for j, combo in enumerate(combos):
+        total = 0.0 if importance is None else sum(max(importance[m], 0.0) for m in combo)
+        for m in combo:
+            if len(combo) == 1 or importance is None or total <= 0:
+                credits[index[m], j] = 1.0
+            else:
+                credits[index[m], j] = min(1.0, len(combo) * max(importance[m], 0.0) / total)
+    return credits
+
+
+def combination_weights(weights: np.ndarray, credits: np.ndarray) -> np.ndarray:
+    """``Σ_{m∈S} w_m`` per combination (the execution order's tie-break)."""
+    return np.asarray(weights, dtype=np.float64) @ (np.asarray(credits) > 0)
+
+
+def utility(weights: np.ndarray, credits: np.ndarray, tau: np.ndarray) -> float:
+    """The program's objective ``Σ_m w_m log(1 + n_m)`` at ``τ``."""
+    return float(np.asarray(weights) @ np.log1p(np.asarray(credits) @ np.asarray(tau, dtype=np.float64)))
+
+
+def _check(
+    weights: np.ndarray, credits: np.ndarray, costs: np.ndarray, budget: float, tau_max: float, tau_min: float
+) -> None:
+    if costs.ndim != 1 or costs.size == 0 or credits.shape != (weights.size, costs.size):
+        raise ValueError(
+            f"weights {weights.shape}, credits {credits.shape} and costs {costs.shape} do not match "
+            "(credits is modalities × combinations)"
+        )
+    if np.any(weights < 0) or not np.all(np.isfinite(weights)):
+        raise ValueError(f"weights must be finite and >= 0, got {weights}")
     if np.any(costs <= 0) or not np.all(np.isfinite(costs)):
         raise ValueError(f"costs must be finite and > 0, got {costs}")
     if not (tau_max > 0 and 0 <= tau_min <= tau_max):
@@ -84,37 +125,35 @@ def _check(factors: np.ndarray, costs: np.ndarray, budget: float, tau_max: float
 
 
 def allocate(
-    factors: Sequence[float] | np.ndarray,
+    weights: Sequence[float] | np.ndarray,
+    credits: np.ndarray,
     costs: Sequence[float] | np.ndarray,
     budget: float,
     *,
     tau_max: float,
     tau_min: float = 1.0,
+    floor: float = 0.0,
 ) -> np.ndarray:
     """The convex program's real-valued iterations ``τ`` (index 0 = the full combination).
 
-    Solved with cvxpy (Clarabel); a combination with ``a_S = 0`` gets nothing beyond its bound.
-    Raises :class:`InfeasibleBudgetError` when ``c_full · τ_min > B``.
+    ``floor`` is the effective training every modality with ``w_m > 0`` gets at least; where the
+    budget cannot pay for it (with ``τ_min`` and the caps), the largest floor it can pay for is
+    used instead. Raises :class:`InfeasibleBudgetError` when ``c_full · τ_min > B``.
     """
-    import cvxpy as cp
-
-    a = np.asarray(factors, dtype=np.float64)
+    w = np.asarray(weights, dtype=np.float64)
+    k = np.asarray(credits, dtype=np.float64)
     c = np.asarray(costs, dtype=np.float64)
-    _check(a, c, budget, tau_max, tau_min)
+    _check(w, k, c, budget, tau_max, tau_min)
+    if not np.any(w > 0):
+        w = np.ones_like(w)
     # Scale costs and budget to O(1): FLOP counts of 1e9 upset solver tolerances.
     scale = float(c.max())
     c_s, b_s = c / scale, budget / scale
-    tau = cp.Variable(a.size)
-    objective = cp.Maximize(cp.sum(cp.multiply(a, cp.log1p(tau))))
-    constraints = [c_s @ tau <= b_s, tau >= 0, tau <= tau_max, tau[0] >= tau_min]
-    problem = cp.Problem(objective, constraints)
-    try:
-        problem.solve(solver=cp.CLARABEL)
-    except cp.error.SolverError:
-        problem.solve(solver=cp.SCS)
-    if tau.value is None or problem.status not in ("optimal", "optimal_inaccurate"):
-        raise RuntimeError(f"the allocation program did not solve (status {problem.status})")
-    out = np.clip(np.asarray(tau.value, dtype=np.float64), 0.0, tau_max)
+    lo = np.zeros_like(c)
+    lo[0] = tau_min
+    best = _floor_reachable(w, k, c_s, b_s, lo, tau_max)
+    tau = _solve(w, k, c_s, b_s, lo, tau_max, min(floor, best))
+    out = np.clip(tau, 0.0, tau_max)
     # Solver tolerance may overshoot the budget by ~1e-8 relative: scale back onto it.
     spent = float(c @ out)
     if spent > budget:
@@ -123,58 +162,75 @@ def allocate(
     return out
 
 
-def water_filling(
-    factors: Sequence[float] | np.ndarray,
-    costs: Sequence[float] | np.ndarray,
-    budget: float,
-    *,
-    tau_max: float,
-    tau_min: float = 0.0,
-    iterations: int = 200,
+def _solve(
+    w: np.ndarray, k: np.ndarray, c: np.ndarray, b: float, lo: np.ndarray, tau_max: float, floor: float
 ) -> np.ndarray:
-    """The same program's closed form: ``τ_S = clip(a_S/(λ c_S) − 1, lo_S, τ_max)`` with λ by bisection.
+    import cvxpy as cp
 
-    ``lo = τ_min`` for the full combination (index 0), 0 otherwise. Used to check :func:`allocate`.
-    """
-    a = np.asarray(factors, dtype=np.float64)
-    c = np.asarray(costs, dtype=np.float64)
-    _check(a, c, budget, tau_max, tau_min)
-    lo = np.zeros_like(a)
-    lo[0] = tau_min
+    tau = cp.Variable(c.size)
+    n = k @ tau
+    # A vanishing bonus per joint step picks, among equally good allocations, the most joint one.
+    bonus = 1e-6 * float(w.sum()) * tau[0] / max(tau_max, 1.0)
+    objective = cp.Maximize(cp.sum(cp.multiply(w, cp.log1p(n))) + bonus)
+    constraints = [c @ tau <= b, tau >= lo, tau <= tau_max]
+    floors = [i for i in range(w.size) if w[i] > 0]
+    if floor > 0 and floors:
+        constraints.append(n[floors] >= floor)
+    problem = cp.Problem(objective, constraints)
+    try:
+        problem.solve(solver=cp.CLARABEL)
+    except cp.error.SolverError:
+        problem.solve(solver=cp.SCS)
+    if tau.value is None or problem.status not in ("optimal", "optimal_inaccurate"):
+        raise RuntimeError(f"the allocation program did not solve (status {problem.status})")
+    return np.asarray(tau.value, dtype=np.float64)
 
-    def tau_at(lam: float) -> np.ndarray:
-        return np.clip(a / (lam * c) - 1.0, lo, tau_max)
 
-    if float(c @ tau_at(1e-12)) <= budget:  # the budget does not bind
-        return tau_at(1e-12)
-    low, high = 1e-12, float(np.max(a / c)) + 1.0  # at `high` every τ sits at its lower bound
-    for _ in range(iterations):
-        mid = math.sqrt(low * high)
-        if float(c @ tau_at(mid)) > budget:
-            low = mid
-        else:
-            high = mid
-    return tau_at(high)
+def _floor_reachable(
+    w: np.ndarray, k: np.ndarray, c: np.ndarray, b: float, lo: np.ndarray, tau_max: float
+) -> float:
+    """The largest floor every weighted modality can get at once within the budget (an LP)."""
+    import cvxpy as cp
+
+    floors = [i for i in range(w.size) if w[i] > 0]
+    if not floors:
+        return 0.0
+    tau = cp.Variable(c.size)
+    t = cp.Variable()
+    problem = cp.Problem(cp.Maximize(t), [c @ tau <= b, tau >= lo, tau <= tau_max, (k @ tau)[floors] >= t])
+    problem.solve(solver=cp.CLARABEL)
+    if problem.value is None or not math.isfinite(float(problem.value)):
+        return 0.0
+    return max(0.0, float(problem.value) * (1 - 1e-6))
 
 
 def integer_allocation(
-    tau: np.ndarray, factors: np.ndarray, costs: np.ndarray, budget: float, *, tau_max: int
+    tau: np.ndarray,
+    weights: np.ndarray,
+    credits: np.ndarray,
+    costs: np.ndarray,
+    budget: float,
+    *,
+    tau_max: int,
 ) -> np.ndarray:
-    """Round ``τ`` down, then add iterations where ``a_S / c_S`` is largest while the budget allows."""
+    """Round ``τ`` down, then add single iterations where the marginal utility per cost,
+    ``Σ_m w_m κ_{m,S} / (1 + n_m) / c_S``, is largest, while the budget allows."""
     out = np.floor(np.asarray(tau, dtype=np.float64) + 1e-9).astype(np.int64)
     c = np.asarray(costs, dtype=np.float64)
-    a = np.asarray(factors, dtype=np.float64)
+    w = np.asarray(weights, dtype=np.float64)
+    k = np.asarray(credits, dtype=np.float64)
     left = budget - float(c @ out)
-    for i in np.argsort(-(a / c), kind="stable"):
-        if a[i] <= 0:
-            continue
-        extra = int(min(tau_max - out[i], left // c[i])) if left >= c[i] else 0
-        if extra > 0:
-            out[i] += extra
-            left -= extra * c[i]
-    return out
+    while True:
+        n = k @ out
+        gain = (w / (1.0 + n)) @ k / c
+        fits = (c <= left + 1e-9 * budget) & (out < tau_max) & (gain > 0)
+        if not np.any(fits):
+            return out
+        i = int(np.argmax(np.where(fits, gain, -np.inf)))
+        out[i] += 1
+        left -= c[i]
 
 
 def execution_order(combos: Sequence[Combo], factors: np.ndarray) -> list[int]:
-    """Indices of ``combos`` in execution order: larger combinations first, ties by ``a_S`` descending."""
+    """Indices of ``combos`` in execution order: larger combinations first, ties by ``factors`` descending."""
     return sorted(range(len(combos)), key=lambda i: (-len(combos[i]), -float(factors[i]), i))

@@ -12,9 +12,11 @@ Per round (hooks):
   training need ``u_m``; Shapley importance ``φ̂_m`` of the global model on the server's validation
   split (core's exact Shapley, modalities outside a coalition masked); the DDPG agent's reward
   (validation-accuracy change) and its next β.
-* ``configure`` (server): for each client, combination factors ``a_S``, the convex allocation of
-  the client's budget (cvxpy), integer iterations, and the plan's combinations in descending
-  cardinality. Round 1 (no statistics yet) is an Entire Update round.
+* ``configure`` (server): for each client, modality weights ``w_m = β φ̂_m + (1 − β) u_m``, the
+  convex allocation of the client's budget over modality combinations that maximises
+  ``Σ_m w_m log(1 + n_m)`` (``n_m``: the effective training of encoder ``m``) with a floor per
+  modality (cvxpy), integer iterations, and the plan's combinations in descending cardinality.
+  Round 1 (no statistics yet) is an Entire Update round.
 
 The budget (in FLOPs, shared with the Entire / Partial Update baselines in
 ``fedmm.schedule.baselines``) and the measured step costs: :mod:`fedmm.schedule.flexmod.budget`.
@@ -45,10 +47,12 @@ from fedmm.core.api import (
 from fedmm.schedule.flexmod.agent import BetaAgent, check_agent_options
 from fedmm.schedule.flexmod.allocation import (
     allocate,
-    combination_factors,
+    combination_weights,
+    encoder_credits,
     execution_order,
     integer_allocation,
     modality_combinations,
+    modality_weights,
 )
 from fedmm.schedule.flexmod.budget import COUNTS, PROTO, BudgetArguments, BudgetedSchedule
 from fedmm.schedule.flexmod.env import RoundSignals, observation
@@ -76,13 +80,27 @@ class FlexModArguments(BudgetArguments):
         description="a fixed β (no agent): 1 = importance only, 0 = training need only; omitted = the DDPG "
         "agent chooses β every round",
     )
-    tau_min: int = Field(
-        1, ge=0, description="iterations the full combination always gets (the spec's τ_min)"
+    tau_min: float = Field(
+        0.5,
+        ge=0,
+        description="iterations the full combination always gets, as a multiple of Entire Update's "
+        "iterations (joint steps train the fusion; at least one whenever the budget allows)",
     )
     tau_max: float = Field(
         2.0,
         gt=0,
         description="cap on any combination's iterations, as a multiple of Entire Update's iterations",
+    )
+    floor: float = Field(
+        0.25,
+        ge=0,
+        description="effective training every modality with a non-zero weight gets at least, as a multiple "
+        "of Entire Update's iterations (lowered to what the budget can pay for)",
+    )
+    imbalance_discount: bool = Field(
+        True,
+        description="a joint step trains a modality the fused model relies on little less than one that "
+        "trains it alone (κ = min(1, |S|·φ̂_m / Σ φ̂)); false: every step of S fully trains each m in S",
     )
     agent_path: str | None = Field(
         None,
@@ -167,7 +185,7 @@ class FlexMod(BudgetedSchedule):
     def allocation(
         self, ctx: RoundContext, client_id: int, plan: TrainPlan
     ) -> tuple[list[tuple[str, ...]], np.ndarray, np.ndarray, np.ndarray, float]:
-        """``(combos, factors a_S, costs c_S, integer iterations τ_S, budget B)`` of one client."""
+        """``(combos, Σ_{m∈S} w_m, costs c_S, integer iterations τ_S, budget B)`` of one client."""
         assert self._signals is not None
         held = self._held(ctx, client_id, plan)
         combos = modality_combinations(held)
@@ -176,13 +194,18 @@ class FlexMod(BudgetedSchedule):
         budget = self.budget * iters * costs[0]
         imp = dict(zip(self._names, self._signals.importance.tolist(), strict=True))
         need = dict(zip(self._names, self._signals.need.tolist(), strict=True))
-        factors = combination_factors(combos, imp, need, self.beta)
-        if not np.any(factors > 0):
-            factors = np.ones_like(factors)
-        tau_max = self.args.tau_max * iters
-        tau = allocate(factors, costs, budget, tau_max=tau_max, tau_min=float(self.args.tau_min))
-        steps = integer_allocation(tau, factors, costs, budget, tau_max=int(tau_max))
-        return combos, factors, costs, steps, budget
+        weights = modality_weights(held, imp, need, self.beta)
+        if not np.any(weights > 0):
+            weights = np.ones_like(weights)
+        credits = encoder_credits(combos, held, imp if self.args.imbalance_discount else None)
+        tau_max = max(1, math.floor(self.args.tau_max * iters))
+        # At least one joint step whenever the budget pays for one (τ_min rounds up).
+        tau_min = min(float(math.ceil(self.args.tau_min * iters)), math.floor(budget / costs[0]), tau_max)
+        tau = allocate(
+            weights, credits, costs, budget, tau_max=tau_max, tau_min=tau_min, floor=self.args.floor * iters
+        )
+        steps = integer_allocation(tau, weights, credits, costs, budget, tau_max=tau_max)
+        return combos, combination_weights(weights, credits), costs, steps, budget
 
     def configure(self, ctx: RoundContext, client_id: int, plan: TrainPlan) -> TrainPlan:
         if self._signals is None:  # round 1: no statistics yet, an Entire Update round
