@@ -322,7 +322,7 @@ class BetaAgent:
         expected = self.state_dict()
         if not isinstance(state, Mapping):
             return "holds no agent state (not a table)"
-        missing = [k for k in expected if k not in state and k not in ("dones", "timeouts")]
+        missing = [k for k in expected if k not in state]
         if missing:
             return f"lacks the agent state {', '.join(missing)}"
         ours = {k: tuple(v.shape) for k, v in expected["policy"].items()}
@@ -348,6 +348,8 @@ class BetaAgent:
             if got[1:] != want or got[0] > capacity or (rows is not None and got[0] != rows):
                 return f"holds a replay buffer {key} of shape {got}, not (rows <= {capacity}, *{want})"
             rows = got[0]
+        if not isinstance(buf.get("pos"), int) or not isinstance(buf.get("full"), bool):
+            return "lacks the replay buffer's position (pos, full)"
         return None
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
