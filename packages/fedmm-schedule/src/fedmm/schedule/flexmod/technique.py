@@ -11,7 +11,7 @@ Per round (hooks):
 * ``after_round`` (server): global prototypes (count-weighted merge); encoder quality ``q_m`` and
   training need ``u_m``; Shapley importance ``φ̂_m`` of the global model on the server's validation
   split (core's exact Shapley, modalities outside a coalition masked); the DDPG agent's reward
-  (validation-accuracy change) and its next β.
+  (the change of the exponentially smoothed validation accuracy) and its next β.
 * ``configure`` (server): for each client, modality weights ``w_m = β φ̂_m + (1 − β) u_m``, the
   convex allocation of the client's budget over modality combinations that maximises
   ``Σ_m w_m log(1 + n_m)`` (``n_m``: the effective training of encoder ``m``) with a floor per
@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
@@ -44,7 +43,7 @@ from fedmm.core.api import (
     modality_prototypes,
     update_prototypes,
 )
-from fedmm.schedule.flexmod.agent import BetaAgent, check_agent_options
+from fedmm.schedule.flexmod.agent import BetaAgent, check_agent_options, read_saved_agent
 from fedmm.schedule.flexmod.allocation import (
     allocate,
     combination_weights,
@@ -55,7 +54,7 @@ from fedmm.schedule.flexmod.allocation import (
     modality_weights,
 )
 from fedmm.schedule.flexmod.budget import COUNTS, PROTO, BudgetArguments, BudgetedSchedule
-from fedmm.schedule.flexmod.env import RoundSignals, observation
+from fedmm.schedule.flexmod.env import REWARD_SMOOTHING, RoundSignals, observation, smoothed_accuracy
 from fedmm.schedule.flexmod.signals import importance, quality, training_need
 
 if TYPE_CHECKING:
@@ -104,8 +103,16 @@ class FlexModArguments(BudgetArguments):
     )
     agent_path: str | None = Field(
         None,
-        description="start from an agent saved with `BetaAgent.save` (SB3's zip format), e.g. one "
-        "pre-trained offline on `fedmm/FlexMod-v0`",
+        description="start from an agent saved with `BetaAgent.save` (one safetensors file, its whole "
+        "state: networks, optimisers, replay buffer, noise), e.g. one pre-trained offline on "
+        "`fedmm/FlexMod-v0`; `agent` options override its settings",
+    )
+    reward_smoothing: float = Field(
+        REWARD_SMOOTHING,
+        ge=0,
+        lt=1,
+        description="the agent's reward is the change of an exponential moving average of the validation "
+        "accuracy, s = α·s + (1 − α)·accuracy, with this α; 0 = the raw one-round change (noisier)",
     )
     agent: dict[str, Any] = Field(
         default_factory=dict,
@@ -123,9 +130,11 @@ class FlexModArguments(BudgetArguments):
             return None
         if not isinstance(path, str) or not path:
             raise ValueError(f"must be a file saved with BetaAgent.save or omitted, got {path!r}")
-        saved = Path(path).expanduser()
-        if not (saved.is_file() or saved.with_name(saved.name + ".zip").is_file()):  # SB3 adds .zip
-            raise ValueError(f"{path!r} is not a file (an agent saved with BetaAgent.save)")
+        # Read now, so a wrong file is refused when FlexMod is built, not after its first round.
+        try:
+            read_saved_agent(path)
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
         return path
 
     @field_validator("agent", mode="before")
@@ -158,6 +167,7 @@ class FlexMod(BudgetedSchedule):
         self._protos: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         self._quality: dict[str, float] = {}
         self._prev_obs: np.ndarray | None = None
+        self._smoothed: float | None = None  # smoothed validation accuracy (the reward's basis)
         self._planned: dict[str, list[int]] = {}
 
     @property
@@ -248,7 +258,8 @@ class FlexMod(BudgetedSchedule):
                 "load the data with validation_fraction > 0 (e.g. [data] validation_fraction = 0.1)"
             )
         phi, phi_hat, accuracy = importance(ctx.global_model(), ctx.validation, names)
-        prev_accuracy = None if self._signals is None else self._signals.accuracy
+        prev_smoothed = self._smoothed
+        self._smoothed = smoothed_accuracy(prev_smoothed, accuracy, self.args.reward_smoothing)
         used_beta = self.beta
         self._signals = RoundSignals(
             np.array([phi_hat[m] for m in names]), np.array([need[m] for m in names]), accuracy
@@ -256,14 +267,15 @@ class FlexMod(BudgetedSchedule):
         obs = observation(self._signals, used_beta)
         if self.fixed_beta is None:
             agent = self.agent(len(names))
-            if self._prev_obs is not None and prev_accuracy is not None:
-                reward = accuracy - prev_accuracy
+            if self._prev_obs is not None and prev_smoothed is not None:
+                reward = self._smoothed - prev_smoothed
                 agent.observe(self._prev_obs, used_beta, reward, obs)
                 metrics["flexmod/reward"] = reward
             self._beta = agent.act(obs)
             self._prev_obs = obs
         metrics["flexmod/beta"] = used_beta
         metrics["flexmod/val_accuracy"] = accuracy
+        metrics["flexmod/val_accuracy_smoothed"] = self._smoothed
         for m in names:
             metrics[f"flexmod/importance/{m}"] = phi_hat[m]
             metrics[f"flexmod/shapley/{m}"] = phi[m]
@@ -286,6 +298,7 @@ class FlexMod(BudgetedSchedule):
             else {"importance": sig.importance, "need": sig.need, "accuracy": sig.accuracy},
             "prototypes": {m: {"p": p, "c": c} for m, (p, c) in self._protos.items()},
             "prev_obs": self._prev_obs,
+            "smoothed_accuracy": self._smoothed,
             "agent": None if self._agent is None else self._agent.state_dict(),
             "agent_dim": None if self._agent is None else 2 * len(self._names) + 2,
         }
@@ -310,6 +323,9 @@ class FlexMod(BudgetedSchedule):
         self._prev_obs = (
             None if state["prev_obs"] is None else np.asarray(state["prev_obs"], dtype=np.float32)
         )
+        # Checkpoints from before the smoothed reward: start the average at the last accuracy.
+        smoothed = state.get("smoothed_accuracy", None if sig is None else sig["accuracy"])
+        self._smoothed = None if smoothed is None else float(smoothed)
         if state.get("agent") is not None:
             self._agent = None
             agent = self.agent((int(state["agent_dim"]) - 2) // 2)
