@@ -464,3 +464,18 @@ def test_the_shipped_examples_write_checkpoints_during_the_run() -> None:
         run = tomllib.loads(path.read_text())["run"]
         every = run.get("checkpoint_every", 0)
         assert 0 < every < run["rounds"], path.name
+
+
+def test_a_checkpoint_keeps_the_shape_of_zero_dimensional_arrays(tmp_path: Path) -> None:
+    # Was: np.ascontiguousarray gave 0-d arrays (a CLIP logit scale, Adam's step) shape (1,).
+    from fedmm.core import checkpoint
+
+    arrays = {"head": {"scale": np.array(2.5, dtype=np.float32), "w": np.ones((2, 3), np.float32)}}
+    state = {"optimizer": {"step": np.array(7.0), "m": [np.zeros(4)]}}
+    path = checkpoint.save(tmp_path, 3, arrays, state)
+    round_, loaded, loaded_state = checkpoint.load(path)
+    assert round_ == 3
+    assert loaded["head"]["scale"].shape == () and float(loaded["head"]["scale"]) == 2.5
+    assert loaded["head"]["w"].shape == (2, 3)
+    assert loaded_state["optimizer"]["step"].shape == () and float(loaded_state["optimizer"]["step"]) == 7.0
+    assert loaded_state["optimizer"]["m"][0].shape == (4,)

@@ -50,7 +50,7 @@ from fedmm.core.arguments import (
     optional_text,
     python_only,
 )
-from fedmm.core.arrays import GroupedArrays, get_arrays, model_groups, set_arrays, weighted_mean
+from fedmm.core.arrays import GroupedArrays, contiguous, get_arrays, model_groups, set_arrays, weighted_mean
 from fedmm.core.client import measure_train_step
 from fedmm.core.console import bar
 from fedmm.core.data.captions import WordTokenizer
@@ -160,6 +160,7 @@ __all__ = [
     "class_prototypes",
     "clip_loss",
     "collect_embeddings",
+    "contiguous",
     "did_you_mean",
     "encoder_group",
     "expand_groups",

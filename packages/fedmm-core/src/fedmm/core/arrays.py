@@ -19,6 +19,14 @@ from fedmm.core.errors import UpdateError
 GroupedArrays = dict[str, dict[str, np.ndarray]]
 
 
+def contiguous(value: np.ndarray) -> np.ndarray:
+    """``value`` as a C-contiguous array of the same shape (a copy only where needed)."""
+    # Not np.ascontiguousarray: it turns 0-d arrays (a BatchNorm batch counter, a CLIP logit
+    # scale, Adam's step) into 1-d ones.
+    value = np.asarray(value)
+    return value if value.flags.c_contiguous else value.copy(order="C")
+
+
 def model_groups(model: nn.Module) -> dict[str, tuple[str, ...]]:
     """The model's parameter groups (``parameter_groups()`` if it has one, else one group per top module)."""
     groups = getattr(model, "parameter_groups", None)

@@ -25,7 +25,7 @@ import numpy as np
 from safetensors import SafetensorError
 from safetensors.numpy import load_file, save_file
 
-from fedmm.core.arrays import GroupedArrays
+from fedmm.core.arrays import GroupedArrays, contiguous
 from fedmm.core.errors import CheckpointError
 
 ARRAY_TAG = "__array__"
@@ -39,7 +39,7 @@ log = logging.getLogger("fedmm")
 def split_arrays(tree: Any, prefix: str, arrays: dict[str, np.ndarray]) -> Any:
     """Replace every numpy array in a nested dict/list by a reference and collect it in ``arrays``."""
     if isinstance(tree, np.ndarray):
-        arrays[prefix] = np.ascontiguousarray(tree)
+        arrays[prefix] = contiguous(tree)
         return {ARRAY_TAG: prefix}
     if isinstance(tree, Mapping):
         for key in tree:
@@ -115,7 +115,7 @@ def save(
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir()
-    flat = {f"{g}|{k}": np.ascontiguousarray(v) for g, t in global_arrays.items() for k, v in t.items()}
+    flat = {f"{g}|{k}": contiguous(v) for g, t in global_arrays.items() for k, v in t.items()}
     save_file(flat, str(tmp / "model.safetensors"), metadata={"round": str(round_)})
     arrays: dict[str, np.ndarray] = {}
     tree = split_arrays(dict(state), "s", arrays)

@@ -16,16 +16,10 @@ from typing import Any
 import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, MetricRecord, RecordDict
 
-from fedmm.core.arrays import GroupedArrays
+from fedmm.core.arrays import GroupedArrays, contiguous
 from fedmm.core.errors import UpdateError
 
 SEP = "|"
-
-
-def contiguous(value: np.ndarray) -> np.ndarray:
-    # Not np.ascontiguousarray: it turns 0-d arrays (e.g. BatchNorm's batch counter) into 1-d.
-    value = np.asarray(value)
-    return value if value.flags.c_contiguous else value.copy(order="C")
 
 
 def arrays_to_record(arrays: Mapping[str, Mapping[str, np.ndarray]]) -> ArrayRecord:

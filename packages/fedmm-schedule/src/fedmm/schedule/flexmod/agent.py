@@ -32,7 +32,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.numpy import save_file
 
-from fedmm.core.api import ArgumentError, ConfigError, integer, known_keys, number
+from fedmm.core.api import ArgumentError, ConfigError, contiguous, integer, known_keys, number
 
 __all__ = ["AGENT_OPTIONS", "FORMAT", "METADATA_KEY", "BetaAgent", "check_agent_options", "read_saved_agent"]
 
@@ -432,8 +432,7 @@ def read_saved_agent(path: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
 def _split(tree: Any, prefix: str, arrays: dict[str, np.ndarray]) -> Any:
     """``tree`` with every array replaced by a reference to its entry in ``arrays`` (JSON-able)."""
     if isinstance(tree, np.ndarray):
-        # Not np.ascontiguousarray: it makes a 0-d array (Adam's step) 1-d.
-        arrays[prefix] = np.require(tree, requirements="C")
+        arrays[prefix] = contiguous(tree)
         return {ARRAY_TAG: prefix}
     if isinstance(tree, Mapping):
         return {str(k): _split(v, f"{prefix}/{k}" if prefix else str(k), arrays) for k, v in tree.items()}
