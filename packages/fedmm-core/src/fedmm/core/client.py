@@ -21,7 +21,7 @@ from torch import nn
 
 from fedmm.core.arrays import GroupedArrays, get_arrays, model_groups, nbytes, set_arrays
 from fedmm.core.data.types import MISSING_LABEL, Batch, ClientData, ModalitySpec
-from fedmm.core.errors import FedmmError
+from fedmm.core.errors import ConfigError, FedmmError
 from fedmm.core.groups import expand_groups, modality_of
 from fedmm.core.ledger import ClientCost
 from fedmm.core.measure import StepMeasurement, measure_step
@@ -54,12 +54,34 @@ class StepMeter:
         return len(self.cache)
 
 
-def _make_optimizer(params: list[nn.Parameter], plan: TrainPlan) -> torch.optim.Optimizer:
+def group_lrs(plan: TrainPlan, groups: Sequence[str]) -> dict[str, float]:
+    """The learning rate of each of ``groups`` (the client's groups at the plan's depth) under
+    ``plan``: the rate of the last ``lr_by_group`` pattern that names it, else ``plan.lr``.
+
+    Raises :class:`~fedmm.core.errors.ConfigError` naming a pattern that matches no group."""
+    lrs = dict.fromkeys(groups, plan.lr)
+    for pattern, lr in plan.lr_by_group.items():
+        try:
+            named = expand_groups([pattern], groups)
+        except ConfigError as exc:
+            raise ConfigError(f"lr_by_group[{pattern!r}]: {exc}") from None
+        for g in named:
+            lrs[g] = lr
+    return lrs
+
+
+def _make_optimizer(params: list[tuple[nn.Parameter, float]], plan: TrainPlan) -> torch.optim.Optimizer:
+    """The plan's optimiser over ``params`` (each with its learning rate): one parameter group per
+    distinct rate, in order of first appearance."""
+    by_lr: dict[float, list[nn.Parameter]] = {}
+    for p, lr in params:
+        by_lr.setdefault(lr, []).append(p)
+    groups: list[dict[str, Any]] = [{"params": ps, "lr": lr} for lr, ps in by_lr.items()]
     if plan.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=plan.lr, momentum=plan.momentum, weight_decay=plan.weight_decay)
+        return torch.optim.SGD(groups, lr=plan.lr, momentum=plan.momentum, weight_decay=plan.weight_decay)
     if plan.optimizer == "adam":
-        return torch.optim.Adam(params, lr=plan.lr, weight_decay=plan.weight_decay)
-    return torch.optim.AdamW(params, lr=plan.lr, weight_decay=plan.weight_decay)
+        return torch.optim.Adam(groups, lr=plan.lr, weight_decay=plan.weight_decay)
+    return torch.optim.AdamW(groups, lr=plan.lr, weight_decay=plan.weight_decay)
 
 
 def _steps(data: ClientData, combo: Combination, plan: TrainPlan, gen: torch.Generator) -> Iterator[Batch]:
@@ -133,12 +155,13 @@ def client_round(
 
     # -- freeze everything outside the plan's trainable groups ----------------------------------
     trainable = expand_groups(plan.train, names) if plan.train else ()
-    train_keys = {k for g in trainable for k in groups[g]}
-    params: list[nn.Parameter] = []
+    lrs = group_lrs(plan, names)
+    lr_of = {k: lrs[g] for g in trainable for k in groups[g]}
+    params: list[tuple[nn.Parameter, float]] = []
     for key, p in model.named_parameters():
-        p.requires_grad_(key in train_keys)
-        if key in train_keys:
-            params.append(p)
+        p.requires_grad_(key in lr_of)
+        if key in lr_of:
+            params.append((p, lr_of[key]))
     optimizer = _make_optimizer(params, plan) if params else None
 
     cctx = ClientContext(data.client_id, round_, plan, new_state, modalities, num_classes, gen, model)
@@ -348,6 +371,7 @@ __all__ = [
     "StepMeter",
     "client_round",
     "derive_seed",
+    "group_lrs",
     "groups_to_receive",
     "kept_groups",
     "measure_train_step",
