@@ -42,9 +42,19 @@ class StepMeter:
     """Measures FLOPs and peak memory of a training step once per distinct step signature.
 
     The count is a function of shapes only, so one real measurement per signature (batch size,
-    labelled count, active encoders, trainable groups) is exact for every step that shares it,
-    and the ledger costs almost nothing on the hot path. Each entry is (step FLOPs, peak bytes,
-    forward FLOPs of the ``loss_terms`` hooks within the step).
+    labelled count, active encoders, trainable groups, and whether the optimiser holds state yet)
+    is exact for every step that shares it, and the ledger costs almost nothing on the hot path.
+    Each entry is (step FLOPs, peak bytes, forward FLOPs of the ``loss_terms`` hooks within the
+    step).
+
+    The optimiser's state is part of the signature because it changes the peak: a fresh
+    optimiser allocates its state (Adam's moments, SGD's momentum) during its first step, after
+    backward has freed the activations, while in every later step that state is alive
+    throughout. So a shape is measured at most twice, once on a fresh optimiser's first step and
+    once in the steady state, and the ledger charges each step the peak of its own kind (a
+    client's round, which steps more than once, is charged the steady state's). The figures
+    depend on the step alone, not on which steps were measured before (a resumed run, a worker
+    or a Flower ClientApp charges the same).
     """
 
     def __init__(self) -> None:
@@ -189,7 +199,10 @@ def client_round(
             for batch in _steps(data, combo, plan, gen):
                 labelled = batch.labels != MISSING_LABEL
                 n_lab = int(labelled.sum())
-                sig = (len(batch), n_lab, active, tuple(batch.present.any(0).tolist()), trainable_sig)
+                # Whether the optimiser already holds state (moments, momentum): it changes the
+                # step's peak memory, so a fresh optimiser's first step is a signature of its own.
+                steady = bool(optimizer.state)
+                sig = (len(batch), n_lab, active, tuple(batch.present.any(0).tolist()), trainable_sig, steady)
                 measured = meter.cache.get(sig)
                 # A new step signature is measured once (FLOPs, peak memory, the loss terms'
                 # forward FLOPs); every later step with it reuses the figures.
