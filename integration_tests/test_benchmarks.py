@@ -88,3 +88,20 @@ def test_docs_figures_come_from_committed_result_files() -> None:
         assert len(record["seeds"]) >= 3 or mode == "smoke"
         if protocol:
             assert record.get("superseded"), f"{path.name}: a superseded result says why"
+
+
+def test_docs_figures_may_come_from_a_superseded_protocols_file() -> None:
+    # {{ NAME-<mode>.protocol<N>.KEY }}: prose about an earlier protocol cites its own file.
+    hooks = _hook_module()
+    record = json.loads((ROOT / "docs" / "results" / "layerwise-quick.protocol2.json").read_text())
+    from fedmm.core.experiment import format_figure
+
+    text = (
+        "E2E / LW {{ layerwise-quick.protocol2.memory_reduction_max }}x, "
+        "{{layerwise-full.protocol2.metric_lw}}"
+    )
+    rendered = hooks.render_results(text)
+    assert "{{" not in rendered
+    assert format_figure(record, "memory_reduction_max") in rendered
+    with pytest.raises(ValueError, match=r"no result file docs/results/layerwise-quick\.protocol9\.json"):
+        hooks.render_results("{{ layerwise-quick.protocol9.metric_lw }}")

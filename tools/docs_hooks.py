@@ -10,7 +10,8 @@
   too, hold the same tables committed: ``tools/argument_tables.py``);
 * in every page, links to a package README by its repository path (``../../packages/<dist>/README.md``,
   as in ``docs/methods/*.md``, which works on GitHub) rewritten to that package's page;
-* every ``{{ NAME-<mode>.KEY }}`` in prose replaced by that figure (mean ± 95 % CI) of that file;
+* every ``{{ NAME-<mode>.KEY }}`` in prose replaced by that figure (mean ± 95 % CI) of that file
+  (``{{ NAME-<mode>.protocol<N>.KEY }}``: of a superseded protocol's file);
 * every ``<!-- results: NAME -->`` marker (in ``docs/benchmarks.md``, and so in the package pages)
   replaced by the tables of the committed result files ``docs/results/NAME-<mode>.json``
   (:func:`fedmm.core.experiment.results_table`), superseded protocols' files
@@ -111,8 +112,9 @@ def render_arguments(text: str) -> str:
 
 RESULTS = ROOT / "docs" / "results"
 MARKER = re.compile(r"<!-- results: ([a-z0-9-]+) -->")
-# An inline figure in prose: {{ fedmfs-quick.accuracy_drop_pp }} → "−1.67 ± 6.93" (mean ± CI).
-VALUE = re.compile(r"\{\{ *([a-z0-9-]+-(?:smoke|quick|full))\.([A-Za-z0-9_./-]+) *\}\}")
+# An inline figure in prose: {{ fedmfs-quick.accuracy_drop_pp }} → "−1.67 ± 6.93" (mean ± CI);
+# {{ layerwise-quick.protocol2.memory_reduction_max }} cites a superseded protocol's file.
+VALUE = re.compile(r"\{\{ *([a-z0-9-]+-(?:smoke|quick|full)(?:\.protocol[0-9]+)?)\.([A-Za-z0-9_./-]+) *\}\}")
 MODE_ORDER = {"smoke": 0, "quick": 1, "full": 2}
 
 

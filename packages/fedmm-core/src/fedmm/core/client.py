@@ -21,7 +21,7 @@ from torch import nn
 
 from fedmm.core.arrays import GroupedArrays, get_arrays, model_groups, nbytes, set_arrays
 from fedmm.core.data.types import MISSING_LABEL, Batch, ClientData, ModalitySpec
-from fedmm.core.errors import FedmmError
+from fedmm.core.errors import ConfigError, FedmmError
 from fedmm.core.groups import expand_groups, modality_of
 from fedmm.core.ledger import ClientCost
 from fedmm.core.measure import StepMeasurement, measure_step
@@ -42,9 +42,19 @@ class StepMeter:
     """Measures FLOPs and peak memory of a training step once per distinct step signature.
 
     The count is a function of shapes only, so one real measurement per signature (batch size,
-    labelled count, active encoders, trainable groups) is exact for every step that shares it,
-    and the ledger costs almost nothing on the hot path. Each entry is (step FLOPs, peak bytes,
-    forward FLOPs of the ``loss_terms`` hooks within the step).
+    labelled count, active encoders, trainable groups, and whether the optimiser holds state yet)
+    is exact for every step that shares it, and the ledger costs almost nothing on the hot path.
+    Each entry is (step FLOPs, peak bytes, forward FLOPs of the ``loss_terms`` hooks within the
+    step).
+
+    The optimiser's state is part of the signature because it changes the peak: a fresh
+    optimiser allocates its state (Adam's moments, SGD's momentum) during its first step, after
+    backward has freed the activations, while in every later step that state is alive
+    throughout. So a shape is measured at most twice, once on a fresh optimiser's first step and
+    once in the steady state, and the ledger charges each step the peak of its own kind (a
+    client's round, which steps more than once, is charged the steady state's). The figures
+    depend on the step alone, not on which steps were measured before (a resumed run, a worker
+    or a Flower ClientApp charges the same).
     """
 
     def __init__(self) -> None:
@@ -54,12 +64,34 @@ class StepMeter:
         return len(self.cache)
 
 
-def _make_optimizer(params: list[nn.Parameter], plan: TrainPlan) -> torch.optim.Optimizer:
+def group_lrs(plan: TrainPlan, groups: Sequence[str]) -> dict[str, float]:
+    """The learning rate of each of ``groups`` (the client's groups at the plan's depth) under
+    ``plan``: the rate of the last ``lr_by_group`` pattern that names it, else ``plan.lr``.
+
+    Raises :class:`~fedmm.core.errors.ConfigError` naming a pattern that matches no group."""
+    lrs = dict.fromkeys(groups, plan.lr)
+    for pattern, lr in plan.lr_by_group.items():
+        try:
+            named = expand_groups([pattern], groups)
+        except ConfigError as exc:
+            raise ConfigError(f"lr_by_group[{pattern!r}]: {exc}") from None
+        for g in named:
+            lrs[g] = lr
+    return lrs
+
+
+def _make_optimizer(params: list[tuple[nn.Parameter, float]], plan: TrainPlan) -> torch.optim.Optimizer:
+    """The plan's optimiser over ``params`` (each with its learning rate): one parameter group per
+    distinct rate, in order of first appearance."""
+    by_lr: dict[float, list[nn.Parameter]] = {}
+    for p, lr in params:
+        by_lr.setdefault(lr, []).append(p)
+    groups: list[dict[str, Any]] = [{"params": ps, "lr": lr} for lr, ps in by_lr.items()]
     if plan.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=plan.lr, momentum=plan.momentum, weight_decay=plan.weight_decay)
+        return torch.optim.SGD(groups, lr=plan.lr, momentum=plan.momentum, weight_decay=plan.weight_decay)
     if plan.optimizer == "adam":
-        return torch.optim.Adam(params, lr=plan.lr, weight_decay=plan.weight_decay)
-    return torch.optim.AdamW(params, lr=plan.lr, weight_decay=plan.weight_decay)
+        return torch.optim.Adam(groups, lr=plan.lr, weight_decay=plan.weight_decay)
+    return torch.optim.AdamW(groups, lr=plan.lr, weight_decay=plan.weight_decay)
 
 
 def _steps(data: ClientData, combo: Combination, plan: TrainPlan, gen: torch.Generator) -> Iterator[Batch]:
@@ -133,12 +165,13 @@ def client_round(
 
     # -- freeze everything outside the plan's trainable groups ----------------------------------
     trainable = expand_groups(plan.train, names) if plan.train else ()
-    train_keys = {k for g in trainable for k in groups[g]}
-    params: list[nn.Parameter] = []
+    lrs = group_lrs(plan, names)
+    lr_of = {k: lrs[g] for g in trainable for k in groups[g]}
+    params: list[tuple[nn.Parameter, float]] = []
     for key, p in model.named_parameters():
-        p.requires_grad_(key in train_keys)
-        if key in train_keys:
-            params.append(p)
+        p.requires_grad_(key in lr_of)
+        if key in lr_of:
+            params.append((p, lr_of[key]))
     optimizer = _make_optimizer(params, plan) if params else None
 
     cctx = ClientContext(data.client_id, round_, plan, new_state, modalities, num_classes, gen, model)
@@ -169,7 +202,10 @@ def client_round(
             for batch in _steps(data, combo, plan, gen):
                 labelled = batch.labels != MISSING_LABEL
                 n_lab = int(labelled.sum())
-                sig = (len(batch), n_lab, active, tuple(batch.present.any(0).tolist()), trainable_sig)
+                # Whether the optimiser already holds state (moments, momentum): it changes the
+                # step's peak memory, so a fresh optimiser's first step is a signature of its own.
+                steady = bool(optimizer.state)
+                sig = (len(batch), n_lab, active, tuple(batch.present.any(0).tolist()), trainable_sig, steady)
                 measured = meter.cache.get(sig)
                 # A new step signature is measured once (FLOPs, peak memory, the loss terms'
                 # forward FLOPs); every later step with it reuses the figures.
@@ -353,6 +389,7 @@ __all__ = [
     "StepMeter",
     "client_round",
     "derive_seed",
+    "group_lrs",
     "groups_to_receive",
     "kept_groups",
     "measure_train_step",

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import math
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -80,6 +81,10 @@ class TrainPlan:
       trains a shallower model (layer-wise growth, lighter models for weak clients). Deeper
       layer groups do not exist for the client this round: they are not sent, trained or
       uploaded. The server evaluates at the deepest depth of the round's plans.
+    - ``lr_by_group``: group pattern → learning rate of the trainable groups it names (e.g.
+      ``{"encoder.*": 1e-4, "head": 3e-3}``); where several patterns name a group the last one
+      listed gives its rate, and trainable groups no pattern names use ``lr``. Each pattern must
+      name some group of the client's model at the plan's depth. Empty: one ``lr`` for all.
     - ``extra``: a technique's own fields (JSON-able values or numpy arrays; arrays, such as
       global prototypes, cross to the client and count as downloaded bytes).
     """
@@ -96,8 +101,12 @@ class TrainPlan:
     optimizer: Optimizer = "sgd"
     momentum: float = 0.0
     weight_decay: float = 0.0
+    lr_by_group: Mapping[str, float] = field(default_factory=dict)
     loss_weights: Mapping[str, float] = field(default_factory=dict)
     extra: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "lr_by_group", _checked_lrs(self.lr_by_group))
 
     def replace(self, **changes: Any) -> TrainPlan:
         return dataclasses.replace(self, **changes)
@@ -110,6 +119,7 @@ class TrainPlan:
         d["combinations"] = [c.to_dict() for c in self.combinations]
         d["loss_weights"] = dict(self.loss_weights)
         d["depth"] = dict(self.depth)
+        d["lr_by_group"] = dict(self.lr_by_group)
         d["extra"] = dict(self.extra)
         return d
 
@@ -123,6 +133,25 @@ class TrainPlan:
         if d.get("upload") is not None:
             d["upload"] = tuple(d["upload"])
         return cls(**d)
+
+
+def _checked_lrs(lrs: Mapping[str, float]) -> dict[str, float]:
+    """``lr_by_group`` as a dict in its order; a bad pattern or rate raises a ConfigError naming it."""
+    if not isinstance(lrs, Mapping):
+        raise ConfigError(f"lr_by_group maps group patterns to learning rates, got {lrs!r}")
+    out: dict[str, float] = {}
+    for pattern, lr in lrs.items():
+        if not isinstance(pattern, str) or not pattern:
+            raise ConfigError(f"lr_by_group: {pattern!r} is not a parameter-group pattern")
+        if (
+            isinstance(lr, bool)
+            or not isinstance(lr, int | float | np.floating | np.integer)
+            or not math.isfinite(lr)
+            or lr <= 0
+        ):
+            raise ConfigError(f"lr_by_group[{pattern!r}] must be a finite learning rate > 0, got {lr!r}")
+        out[pattern] = float(lr)
+    return out
 
 
 @dataclass

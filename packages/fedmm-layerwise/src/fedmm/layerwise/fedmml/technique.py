@@ -19,7 +19,11 @@ The ``configure`` hook writes the stage into each client's plan:
 * ``mode="e2e"`` (FedMML): the full-depth model trains and crosses every round.
 
 Layers beyond the depth do not exist for a client (not sent, run or uploaded; core's
-``TrainPlan.depth``). Losses: core's supervised cross-entropy (``supervised``) plus, with
+``TrainPlan.depth``). Learning rates (the paper's recipe: a rate per stage for the towers, low
+for pretrained layers, and one for the heads): ``lr_per_stage`` sets the rate of the layered
+encoders' trained parts at each stage and ``head_lr`` that of the projection heads, fusion and
+classifier head, through core's ``TrainPlan.lr_by_group``; left out, every group trains at the
+strategy's ``lr``. Losses: core's supervised cross-entropy (``supervised``) plus, with
 ``contrastive_weight > 0``, the CLIP loss between the two towers' embeddings (spec §3:
 the paper's code uses one or the other; ``L = L_sup + λ·L_con``).
 
@@ -114,6 +118,21 @@ class LayerWiseArguments(TechniqueArguments):
     contrastive_pair: tuple[str, str] | None = Field(
         None, description="the two modalities of the CLIP loss (omitted: the data's first two)"
     )
+    lr_per_stage: tuple[Annotated[float, Field(gt=0)], ...] | None = Field(
+        None,
+        description="learning rate of each stage's encoder layers, one per stage (stages of 0 "
+        "rounds included): at stage s the layered encoders' trained parts (the new block, or every "
+        "grown layer for `prog`, the final norm, the embedding) train at the s-th rate; `e2e` is one "
+        "stage. Omitted: the strategy's `lr` (the paper's recipe: low rates for pretrained towers, "
+        "e.g. `[1e-7, 1e-7, 1e-7, 5e-6, 3e-5, 5e-5]`)",
+    )
+    head_lr: float | None = Field(
+        None,
+        gt=0,
+        description="learning rate of the heads: projection heads (`encoder.<m>.proj`), fusion, "
+        "classifier head and any other non-encoder group (omitted: the strategy's `lr`; the paper: "
+        "3e-4 on COCO, 1e-4 on ADVANCE); non-layered encoders keep the strategy's `lr`",
+    )
 
     @field_validator("rounds_per_stage", mode="before")
     @classmethod
@@ -155,10 +174,38 @@ class LayerWiseArguments(TechniqueArguments):
             raise ValueError(f"names two different modalities, got {pair!r}")
         return pair
 
+    @field_validator("lr_per_stage", mode="before")
+    @classmethod
+    def _some_rates(cls, value: Any) -> Any:
+        if isinstance(value, tuple) and not value:
+            raise ValueError("must give one learning rate per stage, got an empty list")
+        return value
+
     @model_validator(mode="after")
     def _some_loss(self) -> LayerWiseArguments:
         if not self.supervised and self.contrastive_weight == 0:
             raise ArgumentProblem("supervised", "= false leaves no loss; set contrastive_weight > 0")
+        return self
+
+    @model_validator(mode="after")
+    def _rate_per_stage(self) -> LayerWiseArguments:
+        rates = self.lr_per_stage
+        if rates is None:
+            return self
+        if self.mode == "e2e":
+            if len(rates) != 1:
+                raise ArgumentProblem(
+                    "lr_per_stage",
+                    "mode 'e2e' trains the whole model in one stage: give one learning rate, "
+                    f"got {len(rates)}",
+                )
+        elif isinstance(self.rounds_per_stage, tuple) and len(rates) != len(self.rounds_per_stage):
+            n, stages = len(rates), len(self.rounds_per_stage)
+            raise ArgumentProblem(
+                "lr_per_stage",
+                f"gives {n} learning rate{'s' if n != 1 else ''} for {stages} stages "
+                f"(rounds_per_stage {list(self.rounds_per_stage)}); give one per stage",
+            )
         return self
 
 
@@ -176,9 +223,10 @@ class LayerWise(Technique):
             'build the encoders with encoder kind "transformer" (or fedmm.layerwise.fedmml.hf.HFTextEncoder)'
         ),
     )
-    # train is intersected with what earlier techniques planned and keep extended; download and
-    # depth are the stage's, whatever was planned before.
-    writes: ClassVar[frozenset[str]] = frozenset({"train", "keep"})
+    # train is intersected with what earlier techniques planned, keep extended and lr_by_group
+    # extended (its rates for the groups it trains come last, so they win); download and depth
+    # are the stage's, whatever was planned before.
+    writes: ClassVar[frozenset[str]] = frozenset({"train", "keep", "lr_by_group"})
     overwrites: ClassVar[frozenset[str]] = frozenset({"download", "depth"})
 
     def model_needs(self) -> ModelNeeds:
@@ -213,6 +261,12 @@ class LayerWise(Technique):
             raise ConfigError(
                 f"layerwise: {sched.num_stages} stages cannot grow the encoders ({layers} layers, "
                 f"{per} per stage) to full depth; give {needed} stages or more layers per stage"
+            )
+        rates = self.args.lr_per_stage
+        if rates is not None and len(rates) != sched.num_stages:
+            raise ConfigError(
+                f"layerwise: lr_per_stage gives {len(rates)} learning rates, but the schedule has "
+                f"{sched.num_stages} stages ({layers} layers, {per} per stage); give one per stage"
             )
         return sched
 
@@ -250,10 +304,27 @@ class LayerWise(Technique):
                 train.append(g)  # embed (stage 1 or prog), norm, proj
         return stage, depth, tuple(train), tuple(keep)
 
+    def stage_lrs(self, groups: Sequence[str], stage: int, train: Sequence[str]) -> dict[str, float]:
+        """The learning rates the arguments set for the ``train`` groups at ``stage`` (0 = ``e2e``'s
+        one stage): ``lr_per_stage`` for the layered encoders' parts (embedding, layers, final
+        norm), ``head_lr`` for every non-encoder group and the projection heads. Groups they do not
+        set (and non-layered encoders) are left out: they train at the plan's ``lr``."""
+        rates, head = self.args.lr_per_stage, self.args.head_lr
+        layered = layer_counts(groups)
+        out: dict[str, float] = {}
+        for g in train:
+            m = modality_of(g)
+            if m is None or (m in layered and g == f"encoder.{m}.proj"):
+                if head is not None:
+                    out[g] = head
+            elif m in layered and rates is not None:
+                out[g] = rates[max(stage, 1) - 1]
+        return out
+
     # -- server ------------------------------------------------------------------------------
     def configure(self, ctx: RoundContext, client_id: int, plan: TrainPlan) -> TrainPlan:
         names = list(ctx.groups)
-        _, depth, train, keep = self.stage_plan(names, ctx.round)
+        stage, depth, train, keep = self.stage_plan(names, ctx.round)
         allowed = set(expand_groups(plan.train, names)) if plan.train else set()
         train = tuple(g for g in train if g in allowed)
         weights = dict(plan.loss_weights)
@@ -261,6 +332,9 @@ class LayerWise(Technique):
             weights[CONTRASTIVE] = self.args.contrastive_weight
         if not self.args.supervised:
             weights["ce"] = 0.0
+        lrs = self.stage_lrs(names, stage, train)
+        if lrs:
+            plan = plan.replace(lr_by_group={**plan.lr_by_group, **lrs})
         if self.args.mode == "e2e":
             return plan.replace(train=train, loss_weights=weights)
         return plan.replace(
