@@ -361,3 +361,26 @@ def test_what_exists_is_accepted() -> None:
         '```toml\n[data]\nname = "hapt"\n[[techniques]]\nname = "fedmfs"\ngamma = 1\n```\n'
     )
     assert [p for check in CHECKS.values() for p in check(FAKE, text)] == []
+
+
+def _docs_hooks():  # type: ignore[no-untyped-def]
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("docs_hooks", ROOT / "tools" / "docs_hooks.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_every_inline_figure_is_rendered_or_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    hooks = _docs_hooks()
+    record = {"seeds": [0, 1], "steps_image+audio": 4.5, "steps_image+audio_ci95": 0.5}
+    (tmp_path / "demo-quick.json").write_text(__import__("json").dumps(record))
+    monkeypatch.setattr(hooks, "RESULTS", tmp_path)
+    # A key with '+' (a combination of modalities) is a key like any other.
+    rendered = hooks.render_results("joint steps: {{ demo-quick.steps_image+audio }}.")
+    assert "{{" not in rendered and "4.5" in rendered, rendered
+    # A figure the pattern cannot read must fail the build, not reach the page as raw braces.
+    with pytest.raises(ValueError, match="demo-quick"):
+        hooks.render_results("{{ demo-quick.steps image }}")

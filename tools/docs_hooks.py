@@ -114,7 +114,9 @@ RESULTS = ROOT / "docs" / "results"
 MARKER = re.compile(r"<!-- results: ([a-z0-9-]+) -->")
 # An inline figure in prose: {{ fedmfs-quick.accuracy_drop_pp }} → "−1.67 ± 6.93" (mean ± CI);
 # {{ layerwise-quick.protocol2.memory_reduction_max }} cites a superseded protocol's file.
-VALUE = re.compile(r"\{\{ *([a-z0-9-]+-(?:smoke|quick|full)(?:\.protocol[0-9]+)?)\.([A-Za-z0-9_./-]+) *\}\}")
+VALUE = re.compile(r"\{\{ *([a-z0-9-]+-(?:smoke|quick|full)(?:\.protocol[0-9]+)?)\.([A-Za-z0-9_./+-]+) *\}\}")
+# Anything still shaped like a figure after rendering is a typo the build must not publish.
+LEFT_OVER = re.compile(r"\{\{ *[a-z0-9-]+-(?:smoke|quick|full)[^}]*\}\}")
 MODE_ORDER = {"smoke": 0, "quick": 1, "full": 2}
 
 
@@ -179,7 +181,14 @@ def render_results(text: str) -> str:
             raise ValueError(f"docs figure {match.group(0)}: docs/results/{path.name} has no key {key!r}")
         return format_figure(record, key)
 
-    return VALUE.sub(value, MARKER.sub(one, text))
+    rendered = VALUE.sub(value, MARKER.sub(one, text))
+    left = LEFT_OVER.search(rendered)
+    if left:
+        raise ValueError(
+            f"docs figure {left.group(0)}: not of the form {{{{ NAME-MODE.KEY }}}} "
+            "(a key holds letters, digits and _ . / + -)"
+        )
+    return rendered
 
 
 def on_page_markdown(markdown: str, page: Any, config: Any, files: Any) -> str:
