@@ -122,3 +122,13 @@ def test_fixed_beta_arms_get_their_own_ratio_gap_and_verdict() -> None:
     assert out["time_to_target_ratio_beta0"] == pytest.approx(0.8) and not out["target_met_beta0"]
     assert out["time_to_target_ratio_beta1"] == pytest.approx(0.5) and not out["target_met_beta1"]  # gap 3 pp
     assert "time_to_target_ratio_beta0.5" not in out  # an arm the record lacks gets no keys
+
+
+def test_round_counts_are_the_ones_the_protocol_states() -> None:
+    # Protocol 3 says "av-digits 30 (quick) / 100 (full); hapt 20 / 100"; the code must run that.
+    doc = " ".join((bench.__doc__ or "").split())
+    assert "av-digits 30 (quick) / 100 (full); hapt 20 / 100" in doc
+    assert bench.ROUNDS == {
+        "av-digits": {"smoke": 3, "quick": 30, "full": 100},
+        "hapt": {"smoke": 3, "quick": 20, "full": 100},
+    }

@@ -124,6 +124,11 @@ def variant(arm: str) -> str:
 # dataset -> key suffix (av-digits keeps protocol 1's unsuffixed keys)
 SUFFIXES = {"av-digits": "", "hapt": "_hapt"}
 SMOKE_TRAIN, SMOKE_TEST, SMOKE_CLIENTS = 200, 200, 4
+# Rounds per dataset and mode, as the protocol states them (**Rounds** above).
+ROUNDS: dict[str, dict[str, int]] = {
+    "av-digits": {"smoke": 3, "quick": 30, "full": 100},
+    "hapt": {"smoke": 3, "quick": 20, "full": 100},
+}
 STRATEGY: dict[str, Any] = {"local_epochs": 2, "batch_size": 32, "lr": 0.05, "momentum": 0.9}
 
 
@@ -260,7 +265,7 @@ def _seed(run: SeedRun) -> dict[str, Any]:
         run,
         av,
         dataset="av-digits",
-        rounds=run.pick(smoke=3, quick=30, full=80),
+        rounds=run.pick(**ROUNDS["av-digits"]),
         encoders={"image": "mlp", "audio": "conv1d"},
     )
     out.update(res)
@@ -273,7 +278,7 @@ def _seed(run: SeedRun) -> dict[str, Any]:
         run,
         hapt,
         dataset="hapt",
-        rounds=run.pick(smoke=3, quick=20, full=60),
+        rounds=run.pick(**ROUNDS["hapt"]),
         encoders={"acc": "conv1d", "gyro": "conv1d"},
     )
     out.update(res)
