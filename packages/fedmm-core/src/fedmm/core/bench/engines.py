@@ -15,7 +15,8 @@ Protocol (protocol "2", the first under the seed harness):
   processes), the same job scaled to 10 SuperNodes (5 per round): one run per seed next to an
   in-process run of the same 10-client job (a deployment run takes minutes, so one pair per seed;
   the spread comes from the seeds). Not in smoke mode (the deployment tests exercise it).
-* **Seeds.** quick 0, 1, 2; full 0, 1, 2.
+* **Seeds.** quick 0, 1, 2; full 0, 1, 2 (a full seed times the three engines for about 40 minutes on
+  2 cores, the deployment engine most of it: three is what fits a run).
 * **Metrics agree.** ``max_abs_metric_diff``: the largest per-round difference in accuracy, loss
   and train loss between the engines (must be float noise).
 * **Targets.** ``speedup_vs_flower`` ≥ 5 on the quick run's seed mean; ``max_abs_metric_diff``
