@@ -276,3 +276,39 @@ def test_partial_update_uploads_only_the_encoders_its_combination_trained(data: 
         trained = {m for key in rec.flops_by_combination for m in key.split("+")}
         encoders = {g.split(".")[1] for g in rec.groups_up if g.startswith("encoder.")}
         assert encoders == trained, (rec.client_id, rec.round, rec.groups_up)
+
+
+def test_prototypes_from_the_training_passes_cost_no_report_pass(data: FederatedDataset) -> None:
+    """``prototypes="training"``: the class prototypes are the mean embeddings of the round's own
+    training forward passes (no extra pass over the data): the report costs next to nothing, the
+    prototypes agree with the ones a pass after training gives, and nothing is left in the state."""
+    histories = {}
+    techs = {}
+    feds = {}
+    for source in ("after_training", "training"):
+        techs[source] = FlexMod(beta=0.5, prototypes=source)
+        feds[source] = _fed(data, techs[source])
+        histories[source] = feds[source].run(3, progress=False)
+    after, during = histories["after_training"], histories["training"]
+    report_after = sum(r.flops_by_hook.get("report", 0) for r in after.ledger.records)
+    report_during = sum(r.flops_by_hook.get("report", 0) for r in during.ledger.records)
+    train = sum(r.flops_by_hook.get("train", 0) for r in during.ledger.records)
+    assert report_after > 0.05 * train
+    assert report_during < 1e-3 * report_after
+    # Each modality got prototypes, close to those of a pass after training (same encoders,
+    # a few steps apart): cosine similarity per class.
+    for m in ("a", "b"):
+        p_after, p_during = techs["after_training"]._protos[m][0], techs["training"]._protos[m][0]
+        assert p_during.shape == p_after.shape and np.all(np.isfinite(p_during))
+        norms = np.linalg.norm(p_after, axis=1) * np.linalg.norm(p_during, axis=1)
+        cos = (p_after * p_during).sum(1) / norms
+        assert np.median(cos) > 0.8, cos
+    assert np.isfinite(during.rounds[-1]["flexmod/quality/a"])
+    # The accumulators live only within a client's round.
+    for state in feds["training"].client_states.values():
+        assert not [k for k in state if k.startswith("flexmod/")], sorted(state)
+
+
+def test_prototype_source_is_checked() -> None:
+    with pytest.raises((ArgumentError, ConfigError, ValueError), match="prototypes"):
+        FlexMod(prototypes="sometimes")

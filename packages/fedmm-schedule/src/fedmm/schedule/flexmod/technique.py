@@ -26,15 +26,18 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import numpy as np
 from pydantic import Field, field_validator
 
 from fedmm.core.api import (
+    MISSING_LABEL,
+    Batch,
     ClientContext,
     Combination,
     ConfigError,
+    ModelOutput,
     ResultsContext,
     RoundContext,
     TechniqueArguments,
@@ -63,6 +66,12 @@ if TYPE_CHECKING:
     from fedmm.core.api import ClientData
 
 __all__ = ["FlexMod", "FlexModArguments"]
+
+
+# prototypes="training": per-class embedding sums and counts, kept in the client's state for the
+# length of one round (set by loss_terms, removed by report).
+_SUMS = "flexmod/prototype_sums/"
+_SEEN = "flexmod/prototype_counts/"
 
 
 def _key(combo: Sequence[str]) -> str:
@@ -100,6 +109,13 @@ class FlexModArguments(BudgetArguments):
         True,
         description="a joint step trains a modality the fused model relies on little less than one that "
         "trains it alone (κ = min(1, |S|·φ̂_m / Σ φ̂)); false: every step of S fully trains each m in S",
+    )
+    prototypes: Literal["after_training", "training"] = Field(
+        "after_training",
+        description="where a client's class prototypes come from: `after_training` = a forward pass over all "
+        "its data with the updated encoders (the paper's; charged as the `report` hook, about a sixth of a "
+        "round's client FLOPs in `fedmm bench flexmod`), `training` = the mean embeddings of the round's "
+        "own training forward passes (no extra pass; embeddings from encoders a few steps older)",
     )
     agent_path: str | None = Field(
         None,
@@ -228,9 +244,40 @@ class FlexMod(BudgetedSchedule):
         return plan.replace(combinations=tuple(Combination(combos[i], int(steps[i])) for i in order))
 
     # -- client --------------------------------------------------------------------------------
+    def loss_terms(self, cctx: ClientContext, batch: Batch, outputs: ModelOutput) -> Mapping[str, Any]:
+        # prototypes="training": add each step's embeddings to per-class sums in the client's state
+        # (no loss term; the sums leave the state in `report`, so nothing outlives the round).
+        if self.args.prototypes != "training":
+            return {}
+        import torch
+
+        labelled = batch.labels != MISSING_LABEL
+        for i, m in enumerate(batch.modalities):
+            z = outputs.embeddings.get(m)
+            if z is None:
+                continue
+            rows = outputs.present[:, i] & labelled
+            if not bool(rows.any()):
+                continue
+            z = z.detach()[rows].to(torch.float64)
+            y = batch.labels[rows]
+            sums = torch.zeros(cctx.num_classes, z.shape[1], dtype=torch.float64).index_add_(0, y, z)
+            counts = torch.bincount(y, minlength=cctx.num_classes).to(torch.float64)
+            for key, value in ((_SUMS + m, sums), (_SEEN + m, counts)):
+                prev = cctx.state.get(key)
+                cctx.state[key] = value.numpy() if prev is None else prev + value.numpy()
+        return {}
+
     def report(self, cctx: ClientContext, model: nn.Module, data: ClientData) -> Mapping[str, Any]:
-        emb = collect_embeddings(model, data.batches(512, shuffle=False))
         out: dict[str, Any] = {}
+        if self.args.prototypes == "training":
+            for m in [k[len(_SUMS) :] for k in list(cctx.state) if k.startswith(_SUMS)]:
+                sums, seen = cctx.state.pop(_SUMS + m), cctx.state.pop(_SEEN + m)
+                protos = sums / np.maximum(seen, 1.0)[:, None]
+                out[PROTO + m] = protos.astype(np.float32)
+                out[COUNTS + m] = seen.astype(np.int64)
+            return out
+        emb = collect_embeddings(model, data.batches(512, shuffle=False))
         for m, (protos, counts) in modality_prototypes(emb, cctx.num_classes).items():
             out[PROTO + m] = protos.astype(np.float32)
             out[COUNTS + m] = counts
