@@ -118,6 +118,28 @@ def test_some_clients_do_enter_s_i_when_they_pass() -> None:
     assert sel.unimodal  # with exact greedy on independent matrices, S_I gets picks
 
 
+def test_a_client_holding_only_the_weak_modality_passes_the_conflict_rule() -> None:
+    # Client 1 wins G_I but its ρ is NaN (it holds one modality); client 0 wins G_M.
+    d_multi = pairwise_distances(np.array([[0.0], [1.0], [-1.0]]))
+    d_weak = pairwise_distances(np.array([[1.0], [0.0], [-1.0]]))
+    rho = np.array([1.0, np.nan, np.nan])
+    weak_only = np.array([False, True, False])
+    for weak_is_second in (True, False):
+        sel = stochastic_greedy_bmsfed(
+            d_multi, d_weak, rho, 1, None, chi=1.2, weak_is_second=weak_is_second, weak_only=weak_only
+        )
+        assert (sel.multimodal, sel.unimodal) == ([], [1])
+    # Without the mask the NaN never passes; with χ = ∞ there is no S_I at all (plain DivFL).
+    assert stochastic_greedy_bmsfed(d_multi, d_weak, rho, 1, None, chi=1.2).multimodal == [0]
+    divfl = stochastic_greedy_bmsfed(d_multi, d_weak, rho, 1, None, chi=math.inf, weak_only=weak_only)
+    assert (divfl.multimodal, divfl.unimodal) == ([0], [])
+    # A client that wins both objectives still goes to S_M under the slides' rule.
+    same = stochastic_greedy_bmsfed(d_weak, d_weak, rho, 1, None, chi=1.2, weak_only=weak_only)
+    assert (same.multimodal, same.unimodal) == ([1], [])
+    with pytest.raises(ConfigError, match="weak_only"):
+        stochastic_greedy_bmsfed(d_multi, d_weak, rho, 1, None, chi=1.2, weak_only=np.ones(2, bool))
+
+
 def test_objectives_are_non_increasing_as_picks_grow() -> None:
     n = 25
     rho = np.random.default_rng(3).uniform(0.5, 3.0, n)

@@ -1,5 +1,6 @@
-"""BMSFed's bookkeeping on hand-made inputs: ``report`` (accuracies, ρ_k, prototypes) and ``after_round``
-(ρ̄ and the weak modality, which update-vector rows are refreshed, the prototype merge)."""
+"""BMSFed's bookkeeping on hand-made inputs: ``report`` (accuracies, ρ_k, prototypes), ``after_round``
+(ρ̄ and the weak modality, which update-vector rows are refreshed, the prototype merge) and who may
+join ``S_I``."""
 
 from __future__ import annotations
 
@@ -187,3 +188,57 @@ def test_prototype_merge_is_count_weighted_and_keeps_classes_nobody_reported() -
     np.testing.assert_array_equal(counts["a"], [1, 3, 1])
     np.testing.assert_allclose(protos["b"][:, 0], [3, 10 / 4, 6])
     np.testing.assert_array_equal(counts["b"], [2, 4, 2])
+
+
+# -- who may join S_I ------------------------------------------------------------------------------
+def _selector(weak: str, holds: list[bool], chi: float = 1.2, seen: bool = True) -> BMSFed:
+    """After round 1 by hand: client 0 holds a and b (ρ = 1, never passes), client 1 holds ``holds``,
+    client 2 the other single modality. Client 1 best covers the weak set, client 0 the whole set."""
+    tech = BMSFed(chi=chi, clients_per_round=1, sample_size=3, sketch_dim=0)
+    weak_vectors = np.array([[1.0], [0.0], [-1.0]])  # client 1 in the middle
+    tech.load_state_dict(
+        {
+            "num_clients": 3,
+            "initialised": True,
+            "sketch": {"all": np.array([[0.0], [1.0], [-1.0]]), "a": weak_vectors, "b": weak_vectors},
+            "rho": np.array([1.0, NAN, NAN]),
+            "has": np.array([[True, True], holds, [not h for h in holds]]) & seen,
+            "seen": np.array([True, seen, seen]),
+            "prototypes": {},
+            "counts": {},
+            "weak": weak,
+            "assignment": {},
+        }
+    )
+    return tech
+
+
+@pytest.mark.parametrize(
+    ("weak", "holds", "expected"),
+    [
+        ("b", [False, True], {1: "I"}),  # holds only the weak modality: joins S_I
+        ("a", [True, False], {1: "I"}),  # the same when the first modality is the weak one
+        ("b", [True, False], {0: "M"}),  # holds only the strong modality: never S_I
+        ("a", [False, True], {0: "M"}),
+    ],
+)
+def test_a_client_holding_only_the_weak_modality_can_join_s_i(
+    weak: str, holds: list[bool], expected: dict[int, str]
+) -> None:
+    tech = _selector(weak, holds)
+    picked = tech.select_clients(_ctx(2, {}), np.arange(3))
+    assert tech.assignment == expected and list(picked) == list(expected)
+    if expected == {1: "I"}:
+        # It then trains its one modality, as an S_I client does.
+        plan = tech.configure(_ctx(2, {}), 1, TrainPlan())
+        assert plan.train == (f"encoder.{weak}", "fusion", "head")
+        assert [c.modalities for c in plan.combinations] == [(weak,)]
+
+
+def test_chi_infinite_or_an_unknown_client_keeps_s_i_empty() -> None:
+    tech = _selector("b", [False, True], chi=math.inf)
+    tech.select_clients(_ctx(2, {}), np.arange(3))
+    assert tech.assignment == {0: "M"}
+    tech = _selector("b", [False, True], seen=False)  # never reported: what it holds is unknown
+    tech.select_clients(_ctx(2, {}), np.arange(3))
+    assert tech.assignment == {0: "M"}

@@ -20,7 +20,8 @@ on ``D_I``). At each of the ``K`` picks a random subset ``R`` of the remaining c
 ``k1* = argmin_R G_M(S_M ∪ {k})``, ``k2* = argmin_R G_I(S_I ∪ {k})``, and the conflict rule puts
 ``k2*`` into ``S_I`` when its imbalance ratio passes the threshold ``χ`` (``ρ > χ`` when ``I`` is the
 second modality, ``ρ < 1/χ`` when it is the first) and ``k1* ≠ k2*``; otherwise ``k1*`` joins
-``S_M``. Running-minimum vectors make each pick ``O(N · |R|)``.
+``S_M``. A client that holds only ``I`` has no ρ and passes whatever ``χ`` is (finite): see
+:func:`stochastic_greedy_bmsfed`. Running-minimum vectors make each pick ``O(N · |R|)``.
 
 All functions are pure (numpy in, numpy/Python out); randomness comes only from the ``rng`` given.
 """
@@ -152,6 +153,7 @@ def stochastic_greedy_bmsfed(
     size: int | None = None,
     candidates: np.ndarray | None = None,
     coincide_to_multimodal: bool = True,
+    weak_only: np.ndarray | None = None,
 ) -> Selection:
     """BMSFed's selection (spec §3.3): ``K`` picks split into ``S_M`` and ``S_I``.
 
@@ -159,7 +161,7 @@ def stochastic_greedy_bmsfed(
         d_multi: ``D_M`` (N×N), distances of the clients' all-modality update vectors.
         d_weak: ``D_I`` (N×N), distances of their weak-modality-encoder update vectors.
         rho: ``(N,)`` imbalance ratios ``ρ_k = acc_first / acc_second``; NaN (unknown, or a client
-            without both modalities) never passes the threshold.
+            without both modalities) never passes the threshold (but see ``weak_only``).
         k: the number of picks ``K`` (clamped to the number of candidates).
         rng: draws the random subsets ``R``; ``None`` means exact greedy (R = all remaining).
         chi: the threshold ``χ ≥ 1``; ``inf`` never picks ``S_I`` (plain DivFL stochastic greedy).
@@ -168,6 +170,15 @@ def stochastic_greedy_bmsfed(
         size: ``|R|`` (default ``max(K, ⌊0.1·N⌋)``); ``≥ N`` gives exact greedy.
         candidates: the clients that may be picked (default all ``N``); the objective still covers all.
         coincide_to_multimodal: when ``k1* = k2*`` the client joins ``S_M`` (the slides' rule).
+        weak_only: ``(N,)`` bool, the clients that hold only the weak modality ``I``. They pass the
+            conflict rule whatever their ρ (NaN: one modality gives no ratio), unless ``χ = ∞``.
+            Why: ``χ`` guards the cost of an ``S_I`` pick — a client that could train both
+            modalities gives up its strong-modality and joint update to train ``I`` alone, worth it
+            only where ``I`` is clearly behind on that client. A client holding only ``I`` trains
+            ``I`` alone in either set, so there is nothing to give up and the threshold has nothing
+            to guard; its update is purely a weak-modality update, which is what ``G_I`` measures
+            (in ``D_M`` its vector is zero outside ``I``). Its ρ stays NaN (one modality says
+            nothing about the balance of two), so it never enters the mean ρ̄ that decides ``I``.
 
     Returns:
         A :class:`Selection` with disjoint ``S_M``, ``S_I`` and ``|S_M| + |S_I| = min(K, |candidates|)``.
@@ -196,6 +207,12 @@ def stochastic_greedy_bmsfed(
     with np.errstate(invalid="ignore"):
         passes = r > chi if weak_is_second else r < 1.0 / chi
     passes = passes & np.isfinite(r)
+    if weak_only is not None:
+        only = np.asarray(weak_only, dtype=bool)
+        if only.shape != (n,):
+            raise ConfigError(f"weak_only must have shape ({n},), got {only.shape}")
+        if math.isfinite(chi):  # χ = ∞ is plain DivFL: no S_I at all
+            passes = passes | only
     for _ in range(picks):
         m = sample_size(n, k, size)
         if rng is None or m >= remaining.size:

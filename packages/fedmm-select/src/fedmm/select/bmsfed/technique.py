@@ -235,7 +235,8 @@ class BMSFed(Technique):
         return pairwise_distances(sk)
 
     def select_clients(self, ctx: RoundContext, candidates: np.ndarray) -> np.ndarray:
-        _, second = self._setup(ctx)
+        names = self._setup(ctx)
+        second = names[1]
         cands = np.asarray(candidates, dtype=np.int64)
         if not self._initialised:
             # The paper's round 0: every client trains once so that vectors, ρ and prototypes exist.
@@ -245,6 +246,13 @@ class BMSFed(Technique):
         weak = self._weak
         d_multi = self.distance_matrix(ALL)
         d_weak = self.distance_matrix(weak) if weak is not None else d_multi
+        weak_only = None
+        if weak is not None:
+            # Clients known to hold only the weak modality may join S_I whatever their (undefined)
+            # ρ: they train only that modality in either set, so χ has no trade-off to guard
+            # (argued at ``stochastic_greedy_bmsfed``'s ``weak_only``; docs/methods/bmsfed.md).
+            w = names.index(weak)
+            weak_only = self._seen & self._has[:, w] & ~self._has[:, 1 - w]
         sel = stochastic_greedy_bmsfed(
             d_multi,
             d_weak,
@@ -256,6 +264,7 @@ class BMSFed(Technique):
             size=self.args.sample_size,
             candidates=cands,
             coincide_to_multimodal=self.args.coincide_to_multimodal,
+            weak_only=weak_only,
         )
         self._assignment = {c: "M" for c in sel.multimodal} | {c: "I" for c in sel.unimodal}
         self._last = sel
