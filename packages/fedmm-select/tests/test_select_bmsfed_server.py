@@ -1,10 +1,11 @@
 """BMSFed's bookkeeping on hand-made inputs: ``report`` (accuracies, ρ_k, prototypes), ``after_round``
-(ρ̄ and the weak modality, which update-vector rows are refreshed, the prototype merge) and who may
-join ``S_I``."""
+(ρ̄ and the weak modality, which update-vector rows are refreshed, the prototype merge), who may join
+``S_I``, and the warning when no client holds both modalities."""
 
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any
 
 import numpy as np
@@ -12,10 +13,12 @@ import pytest
 import torch
 from torch import nn
 
+from fedmm.core import datasets, models
 from fedmm.core.data.types import Batch, ClientData, ModalitySpec, SampleSet
+from fedmm.core.federation import Federation
 from fedmm.core.ledger import ClientCost
 from fedmm.core.models.model import ModelOutput
-from fedmm.core.protocol import ClientContext, ClientResult, Combination, RoundContext, TrainPlan
+from fedmm.core.protocol import ClientContext, ClientResult, Combination, FedAvg, RoundContext, TrainPlan
 from fedmm.select.bmsfed import BMSFed
 from fedmm.select.bmsfed.losses import EPS
 
@@ -242,3 +245,50 @@ def test_chi_infinite_or_an_unknown_client_keeps_s_i_empty() -> None:
     tech = _selector("b", [False, True], seen=False)  # never reported: what it holds is unknown
     tech.select_clients(_ctx(2, {}), np.arange(3))
     assert tech.assignment == {0: "M"}
+
+
+# -- no client holds both modalities ---------------------------------------------------------------
+def _all_unimodal_round_one(tech: BMSFed) -> None:
+    ctx = _ctx(1, _arrays([1, 1], [1]))
+    tech.select_clients(ctx, np.arange(3))
+    results = [
+        _result(0, {"encoder.a": {"w": np.zeros(2)}}, _rep(None, a=([1, 0, 0], [1, 0, 0]))),
+        _result(1, {"encoder.b": {"w": np.zeros(1)}}, _rep(None, b=([1, 0, 0], [1, 0, 0]))),
+        _result(2, {"encoder.b": {"w": np.zeros(1)}}, _rep(None, b=([0, 1, 0], [0, 1, 0]))),
+    ]
+    tech.after_round(ctx.with_results(results), {})
+
+
+def test_no_client_with_both_modalities_warns_once_after_round_one() -> None:
+    tech = BMSFed()
+    with pytest.warns(RuntimeWarning, match=r"bmsfed: none of the 3 clients .* both modalities") as caught:
+        _all_unimodal_round_one(tech)
+    assert len(caught) == 1
+    text = str(caught[0].message)
+    assert "DivFL" in text and "S_I" in text and "imbalance ratio" in text
+    assert tech.weak_modality is None
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _all_unimodal_round_one(tech)  # a later round: no second warning
+    # Some client with both modalities: no warning.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _after_round_one()
+
+
+def test_an_all_unimodal_federation_warns_in_round_one() -> None:
+    data = datasets.load(
+        "synthetic", clients=4, unimodal_fraction=1.0, num_samples=120, test_samples=40, num_classes=3, seed=0
+    )
+    assert all(len(data.client(c).modalities) == 1 for c in range(data.num_clients))
+    torch.manual_seed(0)
+    encoders = dict.fromkeys(data.modality_names, "mlp")
+    model = models.late_fusion(data.modalities, data.num_classes, encoders=encoders)
+    strategy = FedAvg(techniques=[BMSFed(clients_per_round=2)], local_epochs=1, batch_size=16, lr=0.05)
+    fed = Federation(model, data, strategy, seed=0)
+    with pytest.warns(RuntimeWarning, match="DivFL") as caught:
+        fed.run(1, progress=False)
+    assert len([w for w in caught if "bmsfed" in str(w.message)]) == 1
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        fed.run(2, progress=False)

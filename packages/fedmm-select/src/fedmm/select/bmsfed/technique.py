@@ -26,6 +26,7 @@ Only two modalities are supported (as in the paper); more raise a :class:`Config
 from __future__ import annotations
 
 import math
+import warnings
 import zlib
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -179,6 +180,7 @@ class BMSFed(Technique):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._reset()
+        self._warned_no_multimodal = False  # once per instance (a checkpoint load does not reset it)
 
     def _reset(self) -> None:
         self._num_clients = 0
@@ -350,7 +352,28 @@ class BMSFed(Technique):
         metrics["bmsfed/selected_multimodal"] = float(sum(1 for a in self._assignment.values() if a == "M"))
         if self._last is not None and self._last.g_multimodal:
             metrics["bmsfed/objective/multimodal"] = self._last.g_multimodal[-1]
+        self._warn_if_no_multimodal_client(ctx.round, names)
         self._initialised = True
+
+    def _warn_if_no_multimodal_client(self, round_: int, names: tuple[str, str]) -> None:
+        """Warn once when no client that has reported holds both modalities: BMSFed is then DivFL.
+
+        The server learns what each client holds only from its reports, and round 1 asks every
+        client, so this is known at the end of round 1 (later only if round 1 was skipped)."""
+        if self._warned_no_multimodal or self._weak is not None or not self._seen.any():
+            return
+        if bool(self._has.all(axis=1).any()):
+            return
+        self._warned_no_multimodal = True
+        warnings.warn(
+            f"bmsfed: none of the {int(self._seen.sum())} clients that reported by round {round_} holds "
+            f"both modalities ({names[0]!r} and {names[1]!r}), so no client imbalance ratio ρ can be "
+            "computed and no weak modality is chosen: the selection falls back to plain DivFL "
+            "(facility location over the update vectors, S_M only, no S_I), and the ME loss, if on, "
+            "enhances each client's one modality. It stays so until a client holding both reports.",
+            RuntimeWarning,
+            stacklevel=2,
+        )
 
     def _store(self, which: str, cid: int, vec: np.ndarray) -> None:
         sk = count_sketch(vec, self.args.sketch_dim, zlib.crc32(f"{self.args.seed}:{which}".encode()))
