@@ -97,9 +97,9 @@ def test_target_uses_the_mean_gap_and_ratio() -> None:
     assert out["target_met_hapt"] is False  # ratio 0.8 > 0.7
 
 
-def test_registered_benchmark_states_protocol_3() -> None:
+def test_registered_benchmark_states_protocol_4() -> None:
     assert isinstance(bench.FLEXMOD, Benchmark)
-    assert bench.FLEXMOD.protocol == "3" and bench.FLEXMOD.name == "flexmod"
+    assert bench.FLEXMOD.protocol == "4" and bench.FLEXMOD.name == "flexmod"
     assert {"time_to_target_ratio", "time_to_target_ratio_hapt", "target_met", "target_met_hapt"} <= set(
         bench.FLEXMOD.headline
     )

@@ -310,5 +310,6 @@ def test_prototypes_from_the_training_passes_cost_no_report_pass(data: Federated
 
 
 def test_prototype_source_is_checked() -> None:
+    assert FlexMod().args.prototypes == "training"  # the default: no extra pass over the data
     with pytest.raises((ArgumentError, ConfigError, ValueError), match="prototypes"):
         FlexMod(prototypes="sometimes")

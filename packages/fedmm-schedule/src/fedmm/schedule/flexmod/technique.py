@@ -110,12 +110,12 @@ class FlexModArguments(BudgetArguments):
         description="a joint step trains a modality the fused model relies on little less than one that "
         "trains it alone (κ = min(1, |S|·φ̂_m / Σ φ̂)); false: every step of S fully trains each m in S",
     )
-    prototypes: Literal["after_training", "training"] = Field(
-        "after_training",
-        description="where a client's class prototypes come from: `after_training` = a forward pass over all "
-        "its data with the updated encoders (the paper's; charged as the `report` hook, about a sixth of a "
-        "round's client FLOPs in `fedmm bench flexmod`), `training` = the mean embeddings of the round's "
-        "own training forward passes (no extra pass; embeddings from encoders a few steps older)",
+    prototypes: Literal["training", "after_training"] = Field(
+        "training",
+        description="where a client's class prototypes come from: `training` = the mean embeddings of the "
+        "round's own training forward passes (no extra pass; embeddings from encoders a few steps older), "
+        "`after_training` = a forward pass over all its data with the updated encoders (the paper's; charged "
+        "as the `report` hook, about a sixth of FlexMod's client FLOPs in `fedmm bench flexmod` protocol 3)",
     )
     agent_path: str | None = Field(
         None,
