@@ -2,6 +2,8 @@
 
 Hooks used:
 
+* ``check_federation`` — before round 1, on any model: ``gamma`` above the number of modalities is
+  refused.
 * ``configure`` — with a :class:`~fedmm.select.fedmfs.model.ModalityEnsembleModel` (every group is
   one ``encoder.<m>``) the fused cross-entropy is switched off (``loss_weights["ce"] = 0``) and each
   modality model is trained on its own NLL (``loss_terms``): the models share no gradients.
@@ -73,7 +75,7 @@ class UploadArguments(TechniqueArguments):
         ge=1,
         description="modality models a client uploads per round, `1 <= gamma <= M` (a client owning fewer "
         "uploads all it has; `gamma = M` uploads everything); checked against the data's modalities "
-        "when the model is built",
+        "before round 1",
     )
     shapley: ShapleyBackend = Field(
         "tree",
@@ -155,6 +157,11 @@ class FedMFS(Technique):
             encoder_options=options.get("encoder_options") or None,
             embed_dim=int(options.get("embed_dim", 64)),
         )
+
+    def check_federation(self, model: nn.Module, data: FederatedDataset) -> None:
+        """Before round 1, on any model (one built by hand or core's late-fusion model, which
+        ``create_model`` never sees): gamma against the data's modalities."""
+        self._check_gamma([m.name for m in data.modalities])
 
     # -- server ------------------------------------------------------------------------------
     def configure(self, ctx: RoundContext, client_id: int, plan: TrainPlan) -> TrainPlan:
