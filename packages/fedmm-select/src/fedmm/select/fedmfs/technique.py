@@ -3,7 +3,8 @@
 Hooks used:
 
 * ``check_federation`` — before round 1, on any model: ``gamma`` above the number of modalities is
-  refused.
+  refused; a :class:`FedMFSWarning` says when, with these model sizes and weights, the Shapley
+  values cannot change any client's choice (:func:`~fedmm.select.fedmfs.priority.size_gap`).
 * ``configure`` — with a :class:`~fedmm.select.fedmfs.model.ModalityEnsembleModel` (every group is
   one ``encoder.<m>``) the fused cross-entropy is switched off (``loss_weights["ce"] = 0``) and each
   modality model is trained on its own NLL (``loss_terms``): the models share no gradients.
@@ -58,12 +59,17 @@ from fedmm.core.api import (
 )
 from fedmm.select.fedmfs.evaluation import fit_ensemble, modality_predictions
 from fedmm.select.fedmfs.model import modality_ensemble
-from fedmm.select.fedmfs.priority import priority, top_gamma
+from fedmm.select.fedmfs.priority import priority, shapley_can_change_choice, size_gap, top_gamma
 
 ShapleyBackend = Literal["tree", "exact"]
 
 PER_MODALITY = "fedmfs_per_modality"
 SHAPLEY, AVAILABLE, UPLOAD = "fedmfs/shapley", "fedmfs/available", "fedmfs/upload"
+
+
+class FedMFSWarning(UserWarning):
+    """A FedMFS setting that runs but does not do what its arguments suggest (e.g. a priority the
+    Shapley values cannot move)."""
 
 
 class UploadArguments(TechniqueArguments):
@@ -160,8 +166,38 @@ class FedMFS(Technique):
 
     def check_federation(self, model: nn.Module, data: FederatedDataset) -> None:
         """Before round 1, on any model (one built by hand or core's late-fusion model, which
-        ``create_model`` never sees): gamma against the data's modalities."""
-        self._check_gamma([m.name for m in data.modalities])
+        ``create_model`` never sees): gamma against the data's modalities, then a warning if the
+        priority cannot depend on the Shapley values."""
+        names = [m.name for m in data.modalities]
+        self._check_gamma(names)
+        args = self.args
+        if not isinstance(args, FedMFSArguments) or args.alpha_s == 0:
+            return  # no priority (the random baseline), or size alone on purpose
+        sizes = self._sizes(model, names)
+        owned = (
+            np.ones((1, len(names)), dtype=bool)
+            if data.client_modalities is None
+            else np.unique(np.asarray(data.client_modalities, dtype=bool), axis=0)
+        )
+        # The priority is normalised over each client's own modalities: one check per distinct set.
+        gaps = [g for row in owned if (g := size_gap(sizes, row, args.gamma)) is not None]
+        if not gaps or any(
+            shapley_can_change_choice(sizes, row, args.gamma, args.alpha_s, args.alpha_c) for row in owned
+        ):
+            return  # nobody chooses (gamma >= what each client holds), or Shapley can matter
+        smallest = sorted(range(len(names)), key=lambda j: (sizes[j], j))[: args.gamma]
+        warnings.warn(
+            f"{self._owner}: the Shapley values cannot change which modality models a client uploads: "
+            f"with alpha_s = {args.alpha_s:g}, alpha_c = {args.alpha_c:g} and gamma = {args.gamma} the "
+            f"size term alone decides, so each client uploads its {args.gamma} smallest modality "
+            f"model{'s' if args.gamma > 1 else ''} (one holding every modality: "
+            f"{', '.join(names[j] for j in smallest)}). The Shapley term moves a choice only "
+            "when alpha_s > alpha_c x the normalised size gap between a client's gamma-th and "
+            f"(gamma+1)-th smallest models (here at least {min(gaps):g}); raise alpha_s above "
+            f"{args.alpha_c * min(gaps):g}, or set alpha_s = 0 to rank by size on purpose",
+            FedMFSWarning,
+            stacklevel=4,  # here <- Strategy.check_federation <- Federation() <- the caller's line
+        )
 
     # -- server ------------------------------------------------------------------------------
     def configure(self, ctx: RoundContext, client_id: int, plan: TrainPlan) -> TrainPlan:
@@ -307,4 +343,4 @@ def _exact_shap(rf: Any, sample: np.ndarray, y: np.ndarray, players: list[str]) 
     return np.array([phi[p] for p in players], dtype=np.float64)
 
 
-__all__ = ["FedMFS", "FedMFSArguments", "UploadArguments"]
+__all__ = ["FedMFS", "FedMFSArguments", "FedMFSWarning", "UploadArguments"]
