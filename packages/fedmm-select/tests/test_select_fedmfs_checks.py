@@ -1,20 +1,31 @@
-"""FedMFS's checks before round 1: γ against M, a priority the Shapley values cannot move."""
+"""FedMFS's checks before round 1 (γ against M, a priority the Shapley values cannot move) and its
+plain-mean aggregation option."""
 
 from __future__ import annotations
 
 import itertools
 import warnings
+from collections.abc import Sequence
 
 import numpy as np
 import pytest
 
+from fedmm.core.arrays import GroupedArrays
 from fedmm.core.config import parse_config
 from fedmm.core.data.registry import federate
 from fedmm.core.data.synthetic import make_synthetic
 from fedmm.core.data.types import FederatedDataset
 from fedmm.core.errors import ConfigError
 from fedmm.core.federation import Federation
-from fedmm.core.protocol import FedAvg, Technique
+from fedmm.core.ledger import ClientCost
+from fedmm.core.protocol import (
+    ClientResult,
+    FedAvg,
+    ResultsContext,
+    RoundContext,
+    Technique,
+    check_techniques,
+)
 from fedmm.core.runner import build_federation
 from fedmm.select.baselines.random_upload import RandomUpload
 from fedmm.select.fedmfs import FedMFS, FedMFSWarning, modality_ensemble, priority, top_gamma
@@ -153,3 +164,74 @@ def test_select_fedmfs_gamma_above_modalities_refused_from_toml_with_core_model(
     )
     with pytest.raises(ConfigError, match=r"FedMFS: gamma = 3 exceeds the number of modalities \(2: a, b\)"):
         build_federation(cfg, progress=False)
+
+
+# -- plain-mean aggregation ----------------------------------------------------------------------
+
+
+def _results_context() -> ResultsContext:
+    previous = {
+        "encoder.a": {"w": np.array([0.0, 0.0], dtype=np.float32)},
+        "encoder.b": {"w": np.array([10.0], dtype=np.float32)},
+        "encoder.c": {"w": np.array([7.0], dtype=np.float32)},
+    }
+    uploads = [
+        (1, {"encoder.a": {"w": np.array([1.0, 2.0], dtype=np.float32)}}),
+        (
+            3,
+            {
+                "encoder.a": {"w": np.array([3.0, 6.0], dtype=np.float32)},
+                "encoder.b": {"w": np.array([2.0], dtype=np.float32)},
+            },
+        ),
+        (6, {"encoder.b": {"w": np.array([8.0], dtype=np.float32)}}),
+    ]
+    results = [
+        ClientResult(cid, n, update, {}, {}, {}, ClientCost()) for cid, (n, update) in enumerate(uploads)
+    ]
+    ctx = RoundContext(
+        round=1,
+        global_arrays=previous,
+        groups={g: ("w",) for g in previous},
+        num_clients=3,
+        client_sizes=np.array([1, 3, 6]),
+        modalities=(),
+        num_classes=2,
+        rng=np.random.default_rng(0),
+    )
+    return ctx.with_results(results)
+
+
+def test_select_fedmfs_plain_mean_aggregation_hand_computed() -> None:
+    ctx = _results_context()
+    mean = FedAvg([FedMFS(aggregation="mean")]).aggregate(ctx, ctx.results)
+    # Each group over its uploaders, every uploader weighing 1: a = ([1,2]+[3,6])/2, b = (2+8)/2.
+    np.testing.assert_allclose(mean["encoder.a"]["w"], [2.0, 4.0])
+    np.testing.assert_allclose(mean["encoder.b"]["w"], [5.0])
+    np.testing.assert_array_equal(mean["encoder.c"]["w"], [7.0])  # nobody uploaded it
+    assert mean["encoder.a"]["w"].dtype == np.float32
+    # The default stays core's sample-weighted FedAvg: a = (1·[1,2] + 3·[3,6])/4, b = (3·2 + 6·8)/9.
+    weighted = FedAvg([FedMFS()]).aggregate(ctx, ctx.results)
+    np.testing.assert_allclose(weighted["encoder.a"]["w"], [2.5, 5.0])
+    np.testing.assert_allclose(weighted["encoder.b"]["w"], [6.0])
+    # The random baseline shares the option, so its arm can aggregate like FedMFS's.
+    rand = FedAvg([RandomUpload(aggregation="mean")]).aggregate(ctx, ctx.results)
+    np.testing.assert_allclose(rand["encoder.b"]["w"], [5.0])
+
+
+class _OwnAggregate(Technique):
+    name = "own_aggregate"
+
+    def aggregate(self, ctx: ResultsContext, results: Sequence[ClientResult]) -> GroupedArrays | None:
+        return None
+
+
+def test_select_fedmfs_plain_mean_owns_the_aggregate_step_only_when_chosen() -> None:
+    assert "aggregate" in FedMFS(aggregation="mean").owned()
+    assert "aggregate" not in FedMFS().owned()
+    check_techniques([FedMFS(), _OwnAggregate()])  # weighted: core's FedAvg, nothing owned
+    with pytest.raises(ConfigError, match="both own the 'aggregate' step"):
+        check_techniques([FedMFS(aggregation="mean"), _OwnAggregate()])
+    assert FedMFS(aggregation="mean").config()["aggregation"] == "mean"
+    with pytest.raises(ConfigError, match="aggregation must be one of 'weighted', 'mean'"):
+        FedMFS(aggregation="median")

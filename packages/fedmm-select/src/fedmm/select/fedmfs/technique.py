@@ -14,8 +14,10 @@ Hooks used:
   :class:`~fedmm.select.baselines.random_upload.RandomUpload`, overrides only this choice).
 * ``upload`` — keeps only the chosen ``encoder.<m>`` groups (other groups, e.g. a late-fusion
   model's ``fusion``/``head``, are left as they are).
-* default ``aggregate`` — core's per-group FedAvg averages each modality model over its uploaders;
-  a model nobody uploaded stays bit-exact.
+* ``aggregate`` — each modality model is averaged over its uploaders; a model nobody uploaded stays
+  bit-exact. ``aggregation="weighted"`` (default) leaves this to core's per-group FedAvg (weights =
+  sample counts, owning nothing); ``aggregation="mean"`` owns the step and weighs every uploader 1,
+  as the paper's code does.
 * ``after_round`` — logs ``fedmfs/shapley/<m>`` (mean over reporting clients that own ``m``) and
   ``fedmfs/uploads/<m>`` (how many clients uploaded it).
 
@@ -26,7 +28,7 @@ from ``model(batch, active=(m,))`` and only the encoders are selected.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar, Literal
 
 import numpy as np
@@ -43,7 +45,9 @@ from fedmm.core.api import (
     BuiltModel,
     ClientContext,
     ClientData,
+    ClientResult,
     FederatedDataset,
+    GroupedArrays,
     ModelNeeds,
     ModelOutput,
     ResultsContext,
@@ -56,6 +60,7 @@ from fedmm.core.api import (
     modality_of,
     model_groups,
     shapley_values,
+    weighted_mean,
 )
 from fedmm.select.fedmfs.evaluation import fit_ensemble, modality_predictions
 from fedmm.select.fedmfs.model import modality_ensemble
@@ -74,7 +79,8 @@ class FedMFSWarning(UserWarning):
 
 class UploadArguments(TechniqueArguments):
     """What FedMFS and its random baseline (:class:`~fedmm.select.baselines.random_upload.RandomUpload`)
-    share: how many modality models go up, the stage-1 ensemble and its Shapley values, the model."""
+    share: how many modality models go up, the stage-1 ensemble and its Shapley values, the model
+    and how the server averages the uploads."""
 
     gamma: int = Field(
         1,
@@ -99,6 +105,12 @@ class UploadArguments(TechniqueArguments):
         description="the model a config-built run uses: `'ensemble'` = the paper's independent "
         "per-modality models (built from `[model]`); `'late_fusion'` = core's late-fusion model (the "
         "top-γ encoders plus `fusion`/`head` go up; it combines with BMSFed and FedMVP)",
+    )
+    aggregation: Literal["weighted", "mean"] = Field(
+        "weighted",
+        description="how the server averages each group over the clients that uploaded it: `'weighted'` "
+        "= core's FedAvg, weighted by the clients' sample counts; `'mean'` = a plain mean, every "
+        "uploader weighing 1 (the paper's code; owns the `aggregate` step)",
     )
 
 
@@ -143,6 +155,11 @@ class FedMFS(Technique):
                 f"= {gamma} exceeds the number of modalities ({len(modalities)}: {', '.join(modalities)}); "
                 f"use 1 <= gamma <= {len(modalities)}",
             )
+
+    def owned(self) -> frozenset[str]:
+        # With aggregation="weighted" its aggregate step gives way to core's FedAvg: it owns none.
+        owned = super().owned()
+        return owned - {"aggregate"} if self.args.aggregation == "weighted" else owned
 
     # -- set-up ------------------------------------------------------------------------------
     def builds_model(self) -> BuiltModel | None:
@@ -208,6 +225,12 @@ class FedMFS(Technique):
             plan = plan.replace(loss_weights={**plan.loss_weights, "ce": 0.0})
             return plan.with_extra(**{PER_MODALITY: True})
         return plan
+
+    def aggregate(self, ctx: ResultsContext, results: Sequence[ClientResult]) -> GroupedArrays | None:
+        if self.args.aggregation != "mean":
+            return None  # core's sample-weighted FedAvg
+        # Per group over its uploaders (core's weighted_mean renormalises per group), weight 1 each.
+        return weighted_mean([r.update for r in results], [1.0] * len(results), ctx.previous_arrays)
 
     def after_round(self, ctx: ResultsContext, metrics: dict[str, Any]) -> None:
         names = [m.name for m in ctx.modalities]
