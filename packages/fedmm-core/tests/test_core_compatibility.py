@@ -212,3 +212,31 @@ def test_a_technique_overwriting_what_an_earlier_one_planned_is_refused_in_that_
     with pytest.raises(ConfigError, match="list picks_modality before narrows_train"):
         FedAvg([NarrowsTrain(), PicksModality()])
     FedAvg([PicksModality(), Schedule(), NarrowsTrain()])  # later ones keep within its choice
+
+
+class ChecksFederation(Technique):
+    """Refuses, when it meets the federation, data with fewer modalities than it asks for (as
+    FedMFS's ``gamma``); records what it saw."""
+
+    name: ClassVar[str] = "checks_federation"
+    seen: ClassVar[list[tuple[int, tuple[str, ...]]]] = []
+
+    def __init__(self, wants: int) -> None:
+        self.wants = wants
+
+    def check_federation(self, model: nn.Module, data: FederatedDataset) -> None:
+        names = tuple(m.name for m in data.modalities)
+        ChecksFederation.seen.append((sum(p.numel() for p in model.parameters()), names))
+        if self.wants > len(names):
+            raise ConfigError(f"checks_federation: wants {self.wants} modalities, the data has {len(names)}")
+
+
+def test_a_technique_checks_the_federation_before_round_1(small_data: FederatedDataset) -> None:
+    model = _late_fusion(small_data)
+    ChecksFederation.seen.clear()
+    fed = Federation(model, small_data, FedAvg([ChecksFederation(2)]))
+    assert ChecksFederation.seen == [(sum(p.numel() for p in model.parameters()), ("a", "b"))]
+    assert fed.round == 0
+    # A model built by hand gets the same check: refused when the federation is built.
+    with pytest.raises(ConfigError, match="wants 3 modalities, the data has 2"):
+        Federation(model, small_data, FedAvg([ChecksFederation(3)]))

@@ -33,7 +33,7 @@ def test_select_random_upload_bad_arguments(kwargs: dict[str, object], argument:
 
 def test_select_random_upload_config_roundtrip_and_toml() -> None:
     t = RandomUpload(gamma=2, shapley="exact", n_estimators=5)
-    assert set(t.config()) == {"gamma", "shapley", "n_estimators", "shap_samples", "model"}
+    assert set(t.config()) == {"gamma", "shapley", "n_estimators", "shap_samples", "model", "aggregation"}
     assert RandomUpload(**t.config()).config() == t.config()
     built = build_technique(TechniqueSection(name="random_upload", gamma=1))  # type: ignore[call-arg]
     assert isinstance(built, RandomUpload) and built.args.gamma == 1

@@ -97,6 +97,8 @@ class Federation:
         self.groups = model_groups(model)
         # A technique that needs what this model lacks would drop every client it plans for.
         strategy.check_model(list(self.groups), [m.name for m in data.modalities])
+        # A technique's own checks against this model and data (e.g. FedMFS's gamma <= M).
+        strategy.check_federation(model, data)
         # Derived once: a per-round np.diff over a million offsets would make a round's cost
         # depend on the population.
         self.client_sizes = data.client_sizes()

@@ -360,6 +360,13 @@ class Technique:
         ``builds`` so that the other techniques' needs are checked before it is built."""
         return None
 
+    def check_federation(self, model: nn.Module, data: FederatedDataset) -> None:
+        """Called once when a :class:`~fedmm.core.federation.Federation` is built (after the
+        model checks, before round 1), with its model and data: raise a :class:`ConfigError`
+        for a setting that cannot run on them (FedMFS: more modality models to upload than the
+        data has modalities), or warn about one they make pointless. Default: nothing."""
+        return None
+
     # -- server ------------------------------------------------------------------------------
     def select_clients(self, ctx: RoundContext, candidates: np.ndarray) -> np.ndarray:
         return candidates
@@ -652,6 +659,11 @@ class Strategy:
     def check_model(self, groups: Sequence[str], modalities: Sequence[str]) -> None:
         """Refuse a model (its parameter ``groups``) that lacks what a technique needs."""
         check_model(self.techniques, modalities, groups)
+
+    def check_federation(self, model: nn.Module, data: FederatedDataset) -> None:
+        """Each technique's :meth:`Technique.check_federation`, in list order."""
+        for t in self.techniques:
+            t.check_federation(model, data)
 
     # -- checkpointing -----------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:

@@ -12,10 +12,11 @@ from fedmm.select.fedmfs.evaluation import (
 )
 from fedmm.select.fedmfs.model import ModalityEnsembleModel, UnimodalClassifier, modality_ensemble
 from fedmm.select.fedmfs.priority import normalise, priority, random_gamma, top_gamma
-from fedmm.select.fedmfs.technique import FedMFS
+from fedmm.select.fedmfs.technique import FedMFS, FedMFSWarning
 
 __all__ = [
     "FedMFS",
+    "FedMFSWarning",
     "ModalityEnsembleModel",
     "UnimodalClassifier",
     "modality_ensemble",

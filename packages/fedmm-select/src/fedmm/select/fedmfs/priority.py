@@ -64,6 +64,42 @@ def random_gamma(available: np.ndarray, gamma: int, rng: np.random.Generator) ->
     return sorted(int(i) for i in rng.choice(idx, size=k, replace=False)) if k else []
 
 
+# When can the Shapley values change a client's choice? For the client's modalities, the size
+# term c_m = α_c (1 − ŝ_m) is fixed by the model sizes; alone it picks T, the γ smallest models
+# (ties: lower index). The Shapley term α_s ϕ̂_m adds between 0 and α_s, and ϕ̂ (min–max over the
+# client's modalities) always has a 0 and a 1, so for any i in T and j outside it the Shapley values
+# can be ϕ̂_j = 1, ϕ̂_i = 0: j gains α_s on i, and no other ϕ̂ gains more (P is linear in ϕ̂). The
+# closest pair is the boundary one, the γ-th and (γ+1)-th smallest models, c_i − c_j =
+# α_c (ŝ_(γ+1) − ŝ_(γ)) = α_c · gap. So the Shapley values can change the choice iff
+# α_s > α_c · gap. At α_s = α_c · gap (two models of different sizes, gap = 1, and α_s = α_c: the
+# defaults) the Shapley term can at most tie the size term; the ε of the normalisation breaks that
+# tie for the smaller model whenever the sizes' range (in parameters) exceeds the Shapley values'
+# range (Σ |SHAP| over at most `shap_samples` points and the classes; ≤ 1 for exact Shapley), which
+# holds for any two real models, so equality counts as "cannot". A client owning γ modalities or
+# fewer uploads them all: nothing to change.
+
+
+def size_gap(sizes: np.ndarray, available: np.ndarray, gamma: int) -> float | None:
+    """``ŝ`` of the client's (γ+1)-th smallest model minus ``ŝ`` of its γ-th smallest (min–max
+    over the ``available`` modalities; 0 where the sizes tie there or are all equal), or ``None``
+    when the client has no choice (it owns γ modalities or fewer)."""
+    s = np.sort(np.asarray(sizes, dtype=np.float64)[np.asarray(available, dtype=bool)])
+    if gamma < 1 or gamma >= s.shape[0]:
+        return None
+    span = float(s[-1] - s[0])
+    return 0.0 if span <= 0 else float(s[gamma] - s[gamma - 1]) / span
+
+
+def shapley_can_change_choice(
+    sizes: np.ndarray, available: np.ndarray, gamma: int, alpha_s: float, alpha_c: float
+) -> bool:
+    """Whether some Shapley values would make this client upload other modalities than the size
+    term alone picks: ``α_s > α_c · size_gap`` (the derivation is in the comment above)."""
+    gap = size_gap(sizes, available, gamma)
+    # The relative tolerance keeps an exact tie (e.g. α_s = α_c, gap = 1) a tie in floating point.
+    return gap is not None and alpha_s > alpha_c * gap * (1 + 1e-9)
+
+
 def check_parameters(
     alpha_s: float,
     alpha_c: float,
@@ -90,4 +126,13 @@ def check_parameters(
         )
 
 
-__all__ = ["EPS", "check_parameters", "normalise", "priority", "random_gamma", "top_gamma"]
+__all__ = [
+    "EPS",
+    "check_parameters",
+    "normalise",
+    "priority",
+    "random_gamma",
+    "shapley_can_change_choice",
+    "size_gap",
+    "top_gamma",
+]

@@ -2,6 +2,9 @@
 
 Hooks used:
 
+* ``check_federation`` — before round 1, on any model: ``gamma`` above the number of modalities is
+  refused; a :class:`FedMFSWarning` says when, with these model sizes and weights, the Shapley
+  values cannot change any client's choice (:func:`~fedmm.select.fedmfs.priority.size_gap`).
 * ``configure`` — with a :class:`~fedmm.select.fedmfs.model.ModalityEnsembleModel` (every group is
   one ``encoder.<m>``) the fused cross-entropy is switched off (``loss_weights["ce"] = 0``) and each
   modality model is trained on its own NLL (``loss_terms``): the models share no gradients.
@@ -11,8 +14,10 @@ Hooks used:
   :class:`~fedmm.select.baselines.random_upload.RandomUpload`, overrides only this choice).
 * ``upload`` — keeps only the chosen ``encoder.<m>`` groups (other groups, e.g. a late-fusion
   model's ``fusion``/``head``, are left as they are).
-* default ``aggregate`` — core's per-group FedAvg averages each modality model over its uploaders;
-  a model nobody uploaded stays bit-exact.
+* ``aggregate`` — each modality model is averaged over its uploaders; a model nobody uploaded stays
+  bit-exact. ``aggregation="weighted"`` (default) leaves this to core's per-group FedAvg (weights =
+  sample counts, owning nothing); ``aggregation="mean"`` owns the step and weighs every uploader 1,
+  as the paper's code does.
 * ``after_round`` — logs ``fedmfs/shapley/<m>`` (mean over reporting clients that own ``m``) and
   ``fedmfs/uploads/<m>`` (how many clients uploaded it).
 
@@ -23,7 +28,7 @@ from ``model(batch, active=(m,))`` and only the encoders are selected.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar, Literal
 
 import numpy as np
@@ -40,7 +45,9 @@ from fedmm.core.api import (
     BuiltModel,
     ClientContext,
     ClientData,
+    ClientResult,
     FederatedDataset,
+    GroupedArrays,
     ModelNeeds,
     ModelOutput,
     ResultsContext,
@@ -53,10 +60,11 @@ from fedmm.core.api import (
     modality_of,
     model_groups,
     shapley_values,
+    weighted_mean,
 )
 from fedmm.select.fedmfs.evaluation import fit_ensemble, modality_predictions
 from fedmm.select.fedmfs.model import modality_ensemble
-from fedmm.select.fedmfs.priority import priority, top_gamma
+from fedmm.select.fedmfs.priority import priority, shapley_can_change_choice, size_gap, top_gamma
 
 ShapleyBackend = Literal["tree", "exact"]
 
@@ -64,16 +72,22 @@ PER_MODALITY = "fedmfs_per_modality"
 SHAPLEY, AVAILABLE, UPLOAD = "fedmfs/shapley", "fedmfs/available", "fedmfs/upload"
 
 
+class FedMFSWarning(UserWarning):
+    """A FedMFS setting that runs but does not do what its arguments suggest (e.g. a priority the
+    Shapley values cannot move)."""
+
+
 class UploadArguments(TechniqueArguments):
     """What FedMFS and its random baseline (:class:`~fedmm.select.baselines.random_upload.RandomUpload`)
-    share: how many modality models go up, the stage-1 ensemble and its Shapley values, the model."""
+    share: how many modality models go up, the stage-1 ensemble and its Shapley values, the model
+    and how the server averages the uploads."""
 
     gamma: int = Field(
         1,
         ge=1,
         description="modality models a client uploads per round, `1 <= gamma <= M` (a client owning fewer "
         "uploads all it has; `gamma = M` uploads everything); checked against the data's modalities "
-        "when the model is built",
+        "before round 1",
     )
     shapley: ShapleyBackend = Field(
         "tree",
@@ -91,6 +105,12 @@ class UploadArguments(TechniqueArguments):
         description="the model a config-built run uses: `'ensemble'` = the paper's independent "
         "per-modality models (built from `[model]`); `'late_fusion'` = core's late-fusion model (the "
         "top-γ encoders plus `fusion`/`head` go up; it combines with BMSFed and FedMVP)",
+    )
+    aggregation: Literal["weighted", "mean"] = Field(
+        "weighted",
+        description="how the server averages each group over the clients that uploaded it: `'weighted'` "
+        "= core's FedAvg, weighted by the clients' sample counts; `'mean'` = a plain mean, every "
+        "uploader weighing 1 (the paper's code; owns the `aggregate` step)",
     )
 
 
@@ -136,6 +156,11 @@ class FedMFS(Technique):
                 f"use 1 <= gamma <= {len(modalities)}",
             )
 
+    def owned(self) -> frozenset[str]:
+        # With aggregation="weighted" its aggregate step gives way to core's FedAvg: it owns none.
+        owned = super().owned()
+        return owned - {"aggregate"} if self.args.aggregation == "weighted" else owned
+
     # -- set-up ------------------------------------------------------------------------------
     def builds_model(self) -> BuiltModel | None:
         return self.builds if self.args.model == "ensemble" else None
@@ -156,6 +181,41 @@ class FedMFS(Technique):
             embed_dim=int(options.get("embed_dim", 64)),
         )
 
+    def check_federation(self, model: nn.Module, data: FederatedDataset) -> None:
+        """Before round 1, on any model (one built by hand or core's late-fusion model, which
+        ``create_model`` never sees): gamma against the data's modalities, then a warning if the
+        priority cannot depend on the Shapley values."""
+        names = [m.name for m in data.modalities]
+        self._check_gamma(names)
+        args = self.args
+        if not isinstance(args, FedMFSArguments) or args.alpha_s == 0:
+            return  # no priority (the random baseline), or size alone on purpose
+        sizes = self._sizes(model, names)
+        owned = (
+            np.ones((1, len(names)), dtype=bool)
+            if data.client_modalities is None
+            else np.unique(np.asarray(data.client_modalities, dtype=bool), axis=0)
+        )
+        # The priority is normalised over each client's own modalities: one check per distinct set.
+        gaps = [g for row in owned if (g := size_gap(sizes, row, args.gamma)) is not None]
+        if not gaps or any(
+            shapley_can_change_choice(sizes, row, args.gamma, args.alpha_s, args.alpha_c) for row in owned
+        ):
+            return  # nobody chooses (gamma >= what each client holds), or Shapley can matter
+        smallest = sorted(range(len(names)), key=lambda j: (sizes[j], j))[: args.gamma]
+        warnings.warn(
+            f"{self._owner}: the Shapley values cannot change which modality models a client uploads: "
+            f"with alpha_s = {args.alpha_s:g}, alpha_c = {args.alpha_c:g} and gamma = {args.gamma} the "
+            f"size term alone decides, so each client uploads its {args.gamma} smallest modality "
+            f"model{'s' if args.gamma > 1 else ''} (one holding every modality: "
+            f"{', '.join(names[j] for j in smallest)}). The Shapley term moves a choice only "
+            "when alpha_s > alpha_c x the normalised size gap between a client's gamma-th and "
+            f"(gamma+1)-th smallest models (here at least {min(gaps):g}); raise alpha_s above "
+            f"{args.alpha_c * min(gaps):g}, or set alpha_s = 0 to rank by size on purpose",
+            FedMFSWarning,
+            stacklevel=4,  # here <- Strategy.check_federation <- Federation() <- the caller's line
+        )
+
     # -- server ------------------------------------------------------------------------------
     def configure(self, ctx: RoundContext, client_id: int, plan: TrainPlan) -> TrainPlan:
         names = [m.name for m in ctx.modalities]
@@ -165,6 +225,12 @@ class FedMFS(Technique):
             plan = plan.replace(loss_weights={**plan.loss_weights, "ce": 0.0})
             return plan.with_extra(**{PER_MODALITY: True})
         return plan
+
+    def aggregate(self, ctx: ResultsContext, results: Sequence[ClientResult]) -> GroupedArrays | None:
+        if self.args.aggregation != "mean":
+            return None  # core's sample-weighted FedAvg
+        # Per group over its uploaders (core's weighted_mean renormalises per group), weight 1 each.
+        return weighted_mean([r.update for r in results], [1.0] * len(results), ctx.previous_arrays)
 
     def after_round(self, ctx: ResultsContext, metrics: dict[str, Any]) -> None:
         names = [m.name for m in ctx.modalities]
@@ -300,4 +366,4 @@ def _exact_shap(rf: Any, sample: np.ndarray, y: np.ndarray, players: list[str]) 
     return np.array([phi[p] for p in players], dtype=np.float64)
 
 
-__all__ = ["FedMFS", "FedMFSArguments", "UploadArguments"]
+__all__ = ["FedMFS", "FedMFSArguments", "FedMFSWarning", "UploadArguments"]
