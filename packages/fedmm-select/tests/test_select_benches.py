@@ -84,3 +84,43 @@ def test_all_clients_first_round_state_round_trips_and_rejects_zero() -> None:
     ctx: Any = type("Ctx", (), {"rng": np.random.default_rng(0)})()
     picked = t.select_clients(ctx, cands)
     assert picked.shape == (3,) and len(set(picked.tolist())) == 3
+
+
+def _means(gains: dict[str, tuple[float, float]]) -> dict[str, float]:
+    """Seed means with every grid cell at (weak gain, accuracy gain) = (0, -1) unless given."""
+    from fedmm.select.bmsfed.bench import GRID, cell_name
+
+    out: dict[str, float] = {}
+    for cell in GRID:
+        name = cell_name(*cell)
+        weak, acc = gains.get(name, (0.0, -1.0))
+        out[f"weak_gain_{name}"], out[f"accuracy_gain_{name}"] = weak, acc
+    return out
+
+
+def test_tuning_chooses_the_best_weak_gain_among_cells_that_keep_overall_accuracy() -> None:
+    from fedmm.select.bmsfed.bench import choose
+
+    means = _means(
+        {
+            "lr0.01_chi1.2_me0.02": (0.09, -0.004),  # the largest weak gain, but overall accuracy drops
+            "lr0.05_chi2.0_me0.2": (0.05, 0.0),
+            "lr0.05_chi1.2_me2.0": (0.04, 0.01),
+        }
+    )
+    assert choose(means) == (0.05, 2.0, 0.2)
+    # A tie on the weak gain goes to the paper's λ = 2.0.
+    means = _means({"lr0.05_chi2.0_me0.2": (0.05, 0.0), "lr0.05_chi2.0_me2.0": (0.05, 0.0)})
+    assert choose(means) == (0.05, 2.0, 2.0)
+    # No cell keeps the overall accuracy: the one that loses least.
+    means = _means({"lr0.01_chi2.0_me0.02": (0.0, -0.002)})
+    assert choose(means) == (0.01, 2.0, 0.02)
+
+
+def test_tuning_runs_only_on_the_tuning_seeds_by_default() -> None:
+    from fedmm.select.bmsfed.bench import TUNING as BENCHMARK
+    from fedmm.select.bmsfed.bench import TUNING_BENCH_SEEDS as TUNING_SEEDS
+
+    (ep,) = [e for e in entry_points(group="fedmm.benchmarks") if e.name == "bmsfed-tuning"]
+    assert ep.load() is BENCHMARK and BENCHMARK.protocol == "1"
+    assert BENCHMARK.quick_seeds == TUNING_SEEDS == BENCHMARK.full_seeds == (0, 1, 2, 3, 4)
