@@ -31,7 +31,7 @@ def test_select_benchmarks_are_registered_harness_benchmarks(name: str) -> None:
     (ep,) = [e for e in entry_points(group="fedmm.benchmarks") if e.name == name]
     bench = ep.load()
     assert isinstance(bench, Benchmark)
-    assert bench.protocol == "2"
+    assert bench.protocol == {"fedmfs": "2", "bmsfed": "3"}[name]
     assert bench.quick_seeds == (0, 1, 2) and bench.full_seeds == (0, 1, 2, 3, 4)
     assert bench.headline and bench.draws_plots
 
@@ -124,3 +124,31 @@ def test_tuning_runs_only_on_the_tuning_seeds_by_default() -> None:
     (ep,) = [e for e in entry_points(group="fedmm.benchmarks") if e.name == "bmsfed-tuning"]
     assert ep.load() is BENCHMARK and BENCHMARK.protocol == "1"
     assert BENCHMARK.quick_seeds == TUNING_SEEDS == BENCHMARK.full_seeds == (0, 1, 2, 3, 4)
+
+
+def test_bmsfed_target_needs_the_weak_gain_over_random_and_divfl_and_no_overall_loss() -> None:
+    from fedmm.select.bmsfed.bench import target_met
+
+    met = {
+        "weak_modality_accuracy_bmsfed": 0.60,
+        "weak_modality_accuracy_random": 0.56,
+        "weak_modality_accuracy_divfl": 0.59,
+        "accuracy_bmsfed": 0.92,
+        "accuracy_random": 0.92,
+    }
+    assert target_met(met)
+    assert not target_met({**met, "weak_modality_accuracy_divfl": 0.61})  # DivFL's weak modality is better
+    assert not target_met({**met, "weak_modality_accuracy_random": 0.58})  # under +3 pp over random
+    assert not target_met({**met, "accuracy_random": 0.921})  # overall accuracy lower than random's
+
+
+def test_bmsfed_arms_are_random_divfl_no_me_bmsfed_with_one_first_round() -> None:
+    import math
+
+    from fedmm.select.bmsfed.bench import ARMS, _arms
+
+    arms = _arms(5)
+    assert tuple(arms) == ARMS == ("random", "divfl", "no_me", "bmsfed")
+    divfl = arms["divfl"][0]
+    assert math.isinf(divfl.args.chi) and divfl.args.me_weight == 0.0
+    assert arms["no_me"][0].args.me_weight == 0.0
