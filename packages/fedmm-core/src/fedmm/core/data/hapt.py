@@ -274,8 +274,17 @@ def load_central(
     )
 
 
+# The statistics of :func:`summary_features`, in its column order (``mad1``: mean absolute first
+# difference, a roughness / high-frequency energy cue).
+SUMMARY_STATISTICS: tuple[str, ...] = ("mean", "std", "min", "max", "q10", "q50", "q90", "mad1")
+
+
 def summary_features(x: np.ndarray) -> np.ndarray:
-    """8 statistics per channel of windows ``(N, T, C)``: a simple, phase-invariant representation."""
+    """8 statistics per channel of windows ``(N, T, C)``: a simple, phase-invariant representation.
+
+    Returns ``(N, 8 * C)``, statistic-major: column ``s * C + c`` is statistic
+    ``SUMMARY_STATISTICS[s]`` of channel ``c``.
+    """
     q = np.quantile(x, [0.1, 0.5, 0.9], axis=1)
     stats = [x.mean(1), x.std(1), x.min(1), x.max(1), q[0], q[1], q[2], np.abs(np.diff(x, axis=1)).mean(1)]
     return np.concatenate(stats, axis=1)

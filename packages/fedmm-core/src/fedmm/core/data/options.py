@@ -139,6 +139,10 @@ class HaptOptions(_Options):
     rebuild: StrictBool = False
 
 
+class HaptViewsOptions(HaptOptions):
+    """Options of ``hapt-views`` (:func:`fedmm.core.data.hapt_views.load_central`): hapt's."""
+
+
 class AvDigitsOptions(_Options):
     """Options of ``av-digits`` (:func:`fedmm.core.data.av_digits.load_central`)."""
 
@@ -186,6 +190,7 @@ OPTIONS: dict[str, type[_Options]] = {
     "synthetic": SyntheticOptions,
     "uci-har": UciHarOptions,
     "hapt": HaptOptions,
+    "hapt-views": HaptViewsOptions,
     "av-digits": AvDigitsOptions,
     "captions": CaptionsOptions,
 }

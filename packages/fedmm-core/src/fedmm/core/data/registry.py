@@ -47,6 +47,12 @@ BUILTIN: dict[str, DatasetInfo] = {
             builder="fedmm.core.data.hapt:build",
         ),
         DatasetInfo(
+            "hapt-views",
+            "fedmm.core.data.hapt_views:load_central",
+            "hapt's windows as 4 views: raw acc, raw gyro (128x3) and their 24 summary statistics each",
+            builder="fedmm.core.data.hapt:build",
+        ),
+        DatasetInfo(
             "synthetic",
             "fedmm.core.data.synthetic:load_central",
             "M synthetic modalities with controllable informativeness, noise and size",
