@@ -105,3 +105,14 @@ def test_docs_figures_may_come_from_a_superseded_protocols_file() -> None:
     assert format_figure(record, "memory_reduction_max") in rendered
     with pytest.raises(ValueError, match=r"no result file docs/results/layerwise-quick\.protocol9\.json"):
         hooks.render_results("{{ layerwise-quick.protocol9.metric_lw }}")
+
+
+def test_a_held_out_run_is_named_by_its_benchmark_and_mode() -> None:
+    hooks = _hook_module()
+    path = ROOT / "docs" / "results" / "bmsfed-quick.heldout.json"
+    assert hooks._parse_name(path) == ("bmsfed", "quick", "")
+    assert hooks._is_heldout(path) and not hooks._is_heldout(path.with_name("bmsfed-quick.json"))
+    record = json.loads(path.read_text())
+    assert not set(record["seeds"]) & {0, 1, 2, 3, 4}, "a held-out run uses no tuning seed"
+    assert "held-out seeds" in hooks.render_results("<!-- results: bmsfed -->")
+    assert "{{" not in hooks.render_results("{{ bmsfed-quick.heldout.weak_gain_vs_random }}")

@@ -114,7 +114,9 @@ RESULTS = ROOT / "docs" / "results"
 MARKER = re.compile(r"<!-- results: ([a-z0-9-]+) -->")
 # An inline figure in prose: {{ fedmfs-quick.accuracy_drop_pp }} → "−1.67 ± 6.93" (mean ± CI);
 # {{ layerwise-quick.protocol2.memory_reduction_max }} cites a superseded protocol's file.
-VALUE = re.compile(r"\{\{ *([a-z0-9-]+-(?:smoke|quick|full)(?:\.protocol[0-9]+)?)\.([A-Za-z0-9_./+-]+) *\}\}")
+VALUE = re.compile(
+    r"\{\{ *([a-z0-9-]+-(?:smoke|quick|full)(?:\.heldout)?(?:\.protocol[0-9]+)?)\.([A-Za-z0-9_./+-]+) *\}\}"
+)
 # Anything still shaped like a figure after rendering is a typo the build must not publish.
 LEFT_OVER = re.compile(r"\{\{ *[a-z0-9-]+-(?:smoke|quick|full)[^}]*\}\}")
 MODE_ORDER = {"smoke": 0, "quick": 1, "full": 2}
@@ -124,18 +126,27 @@ def result_files(name: str) -> list[Path]:
     """The result files of benchmark ``name``: current ones (quick, full), then superseded."""
     found = [p for p in RESULTS.glob(f"{name}-*.json") if _parse_name(p)[0] == name]
 
-    def order(path: Path) -> tuple[int, int, str]:
+    def order(path: Path) -> tuple[int, int, int, str]:
         _, mode, protocol = _parse_name(path)
-        return (1 if protocol else 0, MODE_ORDER.get(mode, 9), protocol)
+        return (1 if protocol else 0, MODE_ORDER.get(mode, 9), 1 if _is_heldout(path) else 0, protocol)
 
     return sorted(found, key=order)
 
 
 def _parse_name(path: Path) -> tuple[str, str, str]:
-    """``bmsfed-quick.json`` → (bmsfed, quick, ""); ``bmsfed-quick.protocol1.json`` → (…, "1")."""
+    """``bmsfed-quick.json`` → (bmsfed, quick, ""); ``bmsfed-quick.protocol1.json`` → (…, "1");
+    ``bmsfed-quick.heldout.json`` (a run on seeds no setting was chosen on) → (bmsfed, quick, "")."""
     stem, _, protocol = path.name.removesuffix(".json").partition(".protocol")
-    name, _, mode = stem.rpartition("-")
+    name, _, mode = stem.removesuffix(HELDOUT).rpartition("-")
     return name, mode, protocol
+
+
+# A result file named NAME-MODE.heldout.json is the verdict run, on seeds outside the tuning seeds.
+HELDOUT = ".heldout"
+
+
+def _is_heldout(path: Path) -> bool:
+    return path.name.removesuffix(".json").partition(".protocol")[0].endswith(HELDOUT)
 
 
 def render_results(text: str) -> str:
@@ -154,6 +165,8 @@ def render_results(text: str) -> str:
             machine = meta.get("machine", {})
             _, mode, protocol = _parse_name(path)
             flag = "`--quick`" if mode == "quick" else ("full run" if mode == "full" else mode)
+            if _is_heldout(path):
+                flag += ", held-out seeds (the verdict)"
             head = (
                 f"**{flag}**, seeds {', '.join(str(s) for s in record.get('seeds', []))}; protocol "
                 f"{record.get('protocol', '?')}; `{meta.get('command', '?')}`; commit "
