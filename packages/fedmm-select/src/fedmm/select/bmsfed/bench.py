@@ -206,13 +206,11 @@ def _arms(k: int) -> dict[str, list[Technique]]:
     }
 
 
-def _run_seed(run: SeedRun) -> dict[str, Any]:
-    """The four arms on ``run.seed``."""
+def _setting(run: SeedRun) -> tuple[FederatedDataset, int, int, int, int]:
+    """The seed's data and schedule, shared by ``bmsfed`` and ``bmsfed-tuning``:
+    ``(data, rounds, clients, clients per round, local epochs)``."""
     central: CentralDataset = run.shared
-    rounds = run.pick(smoke=2, quick=60, full=150)
     clients = 8 if run.smoke else CLIENTS
-    k = 3 if run.smoke else K
-    epochs = 1 if run.smoke else 5
     data = federate(
         central,
         clients=clients,
@@ -221,6 +219,13 @@ def _run_seed(run: SeedRun) -> dict[str, Any]:
         unimodal_fraction=UNIMODAL_FRACTION,
         seed=run.seed,
     )
+    rounds = run.pick(smoke=2, quick=60, full=150)
+    return data, rounds, clients, 3 if run.smoke else K, 1 if run.smoke else 5
+
+
+def _run_seed(run: SeedRun) -> dict[str, Any]:
+    """The four arms on ``run.seed``."""
+    data, rounds, clients, k, epochs = _setting(run)
     out: dict[str, Any] = {
         "rounds": rounds,
         "clients": clients,
@@ -309,19 +314,7 @@ def cell_name(lr: float, chi: float, me_weight: float) -> str:
 
 
 def _tuning_seed(run: SeedRun) -> dict[str, Any]:
-    central: CentralDataset = run.shared
-    rounds = run.pick(smoke=2, quick=60, full=150)
-    clients = 8 if run.smoke else CLIENTS
-    k = 3 if run.smoke else K
-    epochs = 1 if run.smoke else 5
-    data = federate(
-        central,
-        clients=clients,
-        partition="dirichlet",
-        alpha=0.5,
-        unimodal_fraction=UNIMODAL_FRACTION,
-        seed=run.seed,
-    )
+    data, rounds, clients, k, epochs = _setting(run)
     out: dict[str, Any] = {"rounds": rounds, "clients": clients, "clients_per_round": k}
     out["weak_modality"] = WEAK
     for lr in TUNING_LEARNING_RATES:
