@@ -31,7 +31,7 @@ def test_select_benchmarks_are_registered_harness_benchmarks(name: str) -> None:
     (ep,) = [e for e in entry_points(group="fedmm.benchmarks") if e.name == name]
     bench = ep.load()
     assert isinstance(bench, Benchmark)
-    assert bench.protocol == {"fedmfs": "2", "bmsfed": "3"}[name]
+    assert bench.protocol == {"fedmfs": "3", "bmsfed": "3"}[name]
     assert bench.quick_seeds == (0, 1, 2) and bench.full_seeds == (0, 1, 2, 3, 4)
     assert bench.headline and bench.draws_plots
 
@@ -152,3 +152,13 @@ def test_bmsfed_arms_are_random_divfl_no_me_bmsfed_with_one_first_round() -> Non
     divfl = arms["divfl"][0]
     assert math.isinf(divfl.args.chi) and divfl.args.me_weight == 0.0
     assert arms["no_me"][0].args.me_weight == 0.0
+
+
+def test_fedmfs_headline_gamma_is_the_largest_that_can_reach_the_target_saving() -> None:
+    from fedmm.select.fedmfs.bench import headline_gamma
+
+    # hapt-views' four MLPs: γ = 1 → 11.5x, γ = 2 → 5.75x, γ = 3 → 1.70x of the 4x target.
+    assert headline_gamma([29190, 29190, 6150, 6150]) == 2
+    assert headline_gamma([15366, 15366]) == 1  # 2x at best: the only choice
+    assert headline_gamma([79562, 91850]) == 1
+    assert headline_gamma([10, 10, 10, 10, 1]) == 1  # only γ = 1 reaches 4x (41 / 1)

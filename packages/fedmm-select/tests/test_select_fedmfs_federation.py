@@ -108,17 +108,22 @@ def test_select_fedmfs_gamma_above_modalities_and_toml() -> None:
 
 
 def test_select_fedmfs_bench_draws_paper_style_curves(tmp_path: Path) -> None:
-    from fedmm.select.fedmfs.bench import _compare
+    from fedmm.core.experiment import SeedRun
+    from fedmm.select.fedmfs.bench import ARMS, Setting, _setting
 
-    out = _compare(
-        make_synthetic(300, num_classes=3, seed=0),
-        rounds=2,
-        clients=3,
-        partition="iid",
-        encoders={"a": "mlp", "b": "mlp"},
-        encoder_options={},
-        strategy=dict(local_epochs=1, batch_size=32, lr=0.05),
-        plot=tmp_path / "curves.png",
+    central = make_synthetic(
+        300, num_classes=3, modalities=[("a", 4, 1.0), ("b", 16, 0.3), ("c", 8, 0.0)], seed=0
     )
-    assert (tmp_path / "curves.png").stat().st_size > 0
-    assert out["bytes_up_all"] > out["bytes_up_fedmfs"] > 0
+    setting = Setting("tiny", "", "synthetic", "iid", 3, "mlp", {"hidden": 8}, (2, 2, 2), 1, 3)
+    run = SeedRun(0, "smoke", plots_dir=tmp_path)
+    out = _setting(run, setting, central)
+    assert (tmp_path / "fedmfs_tiny_seed0.png").stat().st_size > 0
+    # Every arm at every γ < M, plus uploading everything, recorded with the harness in one group.
+    assert set(run.arms) == {"all"} | {f"{a}_gamma{g}" for a in ARMS for g in (1, 2)}
+    assert out["bytes_up_all"] > out["bytes_up_fedmfs_gamma2"] > out["bytes_up_fedmfs_gamma1"] > 0
+    # One family, one width: sizes differ only by input size (a: 4, c: 8, b: 16 inputs).
+    sizes = out["params"]
+    assert sizes["a"] < sizes["c"] < sizes["b"]
+    assert out["max_upload_reduction_gamma1"] == sum(sizes.values()) / sizes["a"]
+    # Size alone uploads the smallest model everywhere; three distinct sizes, so no ties.
+    assert out["uploads_size_only_gamma1_a"] == 2 * 3 and out["uploads_size_only_gamma1_b"] == 0

@@ -46,6 +46,43 @@ def test_select_fedmfs_missing_modalities_and_ties() -> None:
         assert random_gamma(avail, 1, rng)[0] in (0, 2)
 
 
+def test_select_fedmfs_random_ties_only_reorder_equal_priorities() -> None:
+    # Sizes alone (α_s = 0): modalities 1 and 2 tie as the smallest, 0 is larger, 3 is missing.
+    sizes = np.array([500.0, 100.0, 100.0, 1.0])
+    avail = np.array([True, True, True, False])
+    p = priority(np.zeros(4), sizes, avail, alpha_s=0.0, alpha_c=1.0)
+    assert top_gamma(p, avail, 1) == [1]  # by order, the lower index wins every time
+    picks = [top_gamma(p, avail, 1, np.random.default_rng(s))[0] for s in range(200)]
+    # Each tied modality is drawn (about half the time each); the larger one and the missing one never.
+    assert set(picks) == {1, 2} and 60 < picks.count(1) < 140
+    for s in range(50):
+        rng = np.random.default_rng(s)
+        assert top_gamma(p, avail, 2, rng) == [1, 2]  # both tied ones: nothing to break
+        assert top_gamma(p, avail, 3, rng) == [0, 1, 2]
+    # Distinct priorities are never reordered by the draw.
+    q = np.array([0.9, 0.2, 0.5, -np.inf])
+    assert all(top_gamma(q, avail, 1, np.random.default_rng(s)) == [0] for s in range(50))
+
+
+def test_select_fedmfs_ties_argument_reaches_the_choice() -> None:
+    from fedmm.core import datasets
+    from fedmm.select.fedmfs import modality_ensemble
+
+    data = datasets.load("synthetic", clients=2, num_samples=40, seed=0)
+    model = modality_ensemble(data.modalities, data.num_classes)
+    names = [m.name for m in data.modalities]
+    sizes = FedMFS._sizes(model, names)
+    assert sizes[0] == sizes[1]  # two 8-d vectors, two equal MLPs: size alone cannot choose
+    avail = np.ones(2, dtype=bool)
+    by_order = FedMFS(gamma=1, alpha_s=0.0, alpha_c=1.0)
+    at_random = FedMFS(gamma=1, alpha_s=0.0, alpha_c=1.0, ties="random")
+    phi = np.zeros(2)
+    assert {tuple(by_order._choose(model, names, phi, avail, s)) for s in range(40)} == {(0,)}
+    assert {tuple(at_random._choose(model, names, phi, avail, s)) for s in range(40)} == {(0,), (1,)}
+    with pytest.raises(ConfigError, match="ties must be one of 'order', 'random'"):
+        FedMFS(ties="first")  # type: ignore[arg-type]
+
+
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [

@@ -87,17 +87,27 @@ class Conv1dEncoder(nn.Module):
 
 
 class LSTMEncoder(nn.Module):
-    """An LSTM over sequences ``(T, C)``; the embedding is the last hidden state, projected."""
+    """An LSTM over sequences ``(T, C)``; the embedding is the last hidden state, projected.
+
+    An image ``(C, H, W)`` is read row by row: ``H`` steps of ``C * W`` values (as the
+    row-sequential MNIST LSTMs), so one recurrent family can encode every modality of a
+    per-modality model (FedMFS's paper uses an LSTM for each)."""
 
     def __init__(self, in_shape: tuple[int, ...], embed_dim: int = 64, hidden: int = 64) -> None:
         super().__init__()
-        if len(in_shape) != 2:
-            raise ConfigError(f"LSTM encoder needs sequence shape (time, channels), got {in_shape}")
-        self.lstm = nn.LSTM(in_shape[1], hidden, batch_first=True)
+        if len(in_shape) not in (2, 3):
+            raise ConfigError(
+                "LSTM encoder needs a sequence (time, channels) or an image (channels, height, width), "
+                f"got {in_shape}"
+            )
+        features = in_shape[1] if len(in_shape) == 2 else in_shape[0] * in_shape[2]
+        self.lstm = nn.LSTM(features, hidden, batch_first=True)
         self.proj = nn.Linear(hidden, embed_dim)
         self.out_dim = embed_dim
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() == 4:  # (B, C, H, W) -> (B, H, C * W): rows are the time steps
+            x = x.permute(0, 2, 1, 3).flatten(2)
         _, (h, _) = self.lstm(x)
         return torch.relu(self.proj(h[-1]))
 

@@ -46,14 +46,18 @@ def priority(
     return np.where(available, p, -np.inf)
 
 
-def top_gamma(scores: np.ndarray, available: np.ndarray, gamma: int) -> list[int]:
+def top_gamma(
+    scores: np.ndarray, available: np.ndarray, gamma: int, rng: np.random.Generator | None = None
+) -> list[int]:
     """Indices of the ``min(γ, |available|)`` largest scores among the available modalities.
 
-    Stable: equal scores keep the modality order (the lower index wins).
+    Equal scores keep the modality order (the lower index wins, as the paper's stable sort), or,
+    with ``rng``, are ordered uniformly at random (one permutation drawn per call).
     """
     available = np.asarray(available, dtype=bool)
     idx = [int(i) for i in np.flatnonzero(available)]
-    idx.sort(key=lambda i: (-float(scores[i]), i))
+    rank = rng.permutation(scores.shape[0]) if rng is not None else np.arange(scores.shape[0])
+    idx.sort(key=lambda i: (-float(scores[i]), int(rank[i])))
     return sorted(idx[: max(0, int(gamma))])
 
 

@@ -122,6 +122,14 @@ class FedMFSArguments(UploadArguments):
         0.5, ge=0, description="weight of the normalised model-size saving `1 − ŝ` (not both weights 0)"
     )
 
+    ties: Literal["order", "random"] = Field(
+        "order",
+        description="how modalities of equal priority are ranked: `'order'` = the data's modality order "
+        "(the paper's stable sort); `'random'` = uniformly at random from the client's report seed. Ties "
+        "arise when `alpha_s = 0` and models have equal sizes: ranking by size alone then cannot choose, "
+        "and `'order'` would let the order in which a data set lists its modalities decide",
+    )
+
     @model_validator(mode="after")
     def _some_weight(self) -> FedMFSArguments:
         if self.alpha_s == 0 and self.alpha_c == 0:
@@ -293,7 +301,8 @@ class FedMFS(Technique):
         assert isinstance(args, FedMFSArguments)  # the priority's weights are FedMFS's own
         sizes = self._sizes(model, names)
         scores = priority(phi, sizes, available, args.alpha_s, args.alpha_c)
-        return top_gamma(scores, available, args.gamma)
+        rng = np.random.default_rng(seed) if args.ties == "random" else None
+        return top_gamma(scores, available, args.gamma, rng)
 
     @staticmethod
     def _sizes(model: nn.Module, names: list[str]) -> np.ndarray:
