@@ -107,3 +107,21 @@ def test_cka_matrix_and_weights():
     np.testing.assert_allclose(same, np.full(3, 1 / 3), atol=1e-15)
     with pytest.raises(DataError, match="same probe examples"):
         cka_matrix([a, a[:10]])
+
+
+def test_cka_weights_scale_with_sample_counts_and_an_empty_client_gets_none():
+    rng = np.random.default_rng(3)
+    a = rng.normal(size=(12, 4))
+    # Identical representations: the weights are the sample shares.
+    np.testing.assert_allclose(cka_aggregation_weights([a, a, a], sample_counts=[1, 3, 0]), [0.25, 0.75, 0.0])
+    reps = [a, rng.normal(size=(12, 4)), rng.normal(size=(12, 2))]
+    degree = cka_matrix(reps).sum(axis=1)
+    w = cka_aggregation_weights(reps, sample_counts=[5, 20, 0])
+    np.testing.assert_allclose(w, degree * [5, 20, 0] / (degree * [5, 20, 0]).sum())
+    assert w[2] == 0.0
+    with pytest.raises(DataError, match="sample_counts has 2 entries for 3 representations"):
+        cka_aggregation_weights(reps, sample_counts=[1, 2])
+    with pytest.raises(DataError, match="no client has a sample"):
+        cka_aggregation_weights(reps, sample_counts=[0, 0, 0])
+    with pytest.raises(DataError, match="must be finite and >= 0"):
+        cka_aggregation_weights(reps, sample_counts=[1, -2, 3])

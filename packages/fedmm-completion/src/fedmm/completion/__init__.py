@@ -6,8 +6,10 @@ from the paper, and what its benchmark measures: ``docs/methods/fedmvp.md``.
 """
 
 from fedmm.completion.fedmvp import (
+    CrossModalGenerator,
     FedMVP,
     FedMVPModel,
+    GenerativeCompleter,
     PoolCompleter,
     mcm_loss,
     nt_xent,
@@ -15,4 +17,14 @@ from fedmm.completion.fedmvp import (
     ram_loss,
 )
 
-__all__ = ["FedMVP", "FedMVPModel", "PoolCompleter", "mcm_loss", "nt_xent", "pretrain_extractors", "ram_loss"]
+__all__ = [
+    "CrossModalGenerator",
+    "FedMVP",
+    "FedMVPModel",
+    "GenerativeCompleter",
+    "PoolCompleter",
+    "mcm_loss",
+    "nt_xent",
+    "pretrain_extractors",
+    "ram_loss",
+]

@@ -2,7 +2,9 @@
 
 The technique (:class:`~fedmm.completion.fedmvp.technique.FedMVP`: completion in ``prepare``, MCM
 and RAM losses, CKA aggregation), the retrieval completer
-(:class:`~fedmm.completion.fedmvp.completion.PoolCompleter`), the frozen foundation models
+(:class:`~fedmm.completion.fedmvp.completion.PoolCompleter`), the cross-modal generator the server
+pre-trains on its public split and its completer (:mod:`fedmm.completion.fedmvp.generators`), the
+frozen foundation models
 (:mod:`fedmm.completion.fedmvp.foundation`: CLIP features, BLIP captioner, Stable Diffusion), the
 model (frozen extractors + learnable joint encoder) and the benchmark
 (:mod:`fedmm.completion.fedmvp.bench`). Where it departs from the paper, and what its benchmark
@@ -10,8 +12,19 @@ measures: ``docs/methods/fedmvp.md``.
 """
 
 from fedmm.completion.fedmvp.completion import PoolCompleter
+from fedmm.completion.fedmvp.generators import CrossModalGenerator, GenerativeCompleter
 from fedmm.completion.fedmvp.losses import mcm_loss, nt_xent, ram_loss
 from fedmm.completion.fedmvp.model import FedMVPModel, pretrain_extractors
 from fedmm.completion.fedmvp.technique import FedMVP
 
-__all__ = ["FedMVP", "FedMVPModel", "PoolCompleter", "mcm_loss", "nt_xent", "pretrain_extractors", "ram_loss"]
+__all__ = [
+    "CrossModalGenerator",
+    "FedMVP",
+    "FedMVPModel",
+    "GenerativeCompleter",
+    "PoolCompleter",
+    "mcm_loss",
+    "nt_xent",
+    "pretrain_extractors",
+    "ram_loss",
+]

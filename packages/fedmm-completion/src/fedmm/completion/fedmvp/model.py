@@ -4,13 +4,16 @@
   any module, e.g. :class:`~fedmm.completion.fedmvp.foundation.FrozenCLIP`'s encoders or core encoders
   pre-trained on a public split). They are held *outside* the module tree, so they are no parameter
   group: never trained, never sent, never averaged — every client has them locally.
-* Learnable: a mapping ``h_m = W_m f_m`` per modality (group ``encoder.<m>``), a joint encoder ``J``
-  (a transformer over the present modalities' tokens), a shared common encoder
-  ``C(x) = normalize(W x)`` (group ``fusion`` with ``J``) and a residual classifier
-  ``logits = W_c (W_2 ReLU(W_1 z) + z)`` (group ``head``).
-* Outputs: unimodal embeddings ``u_m = C(h_m)``, the joint embedding
-  ``z = C(mean_m J(h)_m)`` over the present modalities, logits from ``z``. A missing modality is
-  masked out of ``J`` and its ``u_m`` is zero.
+* Learnable: a mapping ``h_m = W_m f_m + p_m`` of each extractor *token* (time steps of a
+  sequence, patches of an image — :func:`token_extractor`; one token for a pooled extractor such
+  as CLIP's) with a position embedding (group ``encoder.<m>``); a joint encoder ``J`` of
+  :class:`CrossModalLayer` s, in which each modality's tokens attend to themselves and then to the
+  other present modalities' tokens (as the paper's joint encoder: image self-attention plus
+  image↔text cross-attention); a shared common encoder ``C(x) = normalize(W x)`` (group ``fusion``
+  with ``J``) and a residual classifier ``logits = W_c (W_2 ReLU(W_1 z) + z)`` (group ``head``).
+* Outputs: unimodal embeddings ``u_m = C(mean_t h_m)``, the joint embedding
+  ``z = C(mean over present m of mean_t J(h)_m)``, logits from ``z``. A missing modality's tokens
+  are masked out of every other modality's cross-attention and its ``u_m`` is zero.
 """
 
 from __future__ import annotations
@@ -35,22 +38,89 @@ from fedmm.core.api import (
     build_encoder,
     encoder_group,
 )
+from fedmm.core.models.encoders import CNNEncoder, Conv1dEncoder
 
-__all__ = ["CLIPImageFeatures", "CLIPTextFeatures", "FedMVPModel", "clip_extractors", "pretrain_extractors"]
+__all__ = [
+    "CLIPImageFeatures",
+    "CLIPTextFeatures",
+    "CrossModalLayer",
+    "FedMVPModel",
+    "clip_extractors",
+    "pretrain_extractors",
+    "token_extractor",
+]
 
 log = logging.getLogger("fedmm")
 
 
+class TokenMapping(nn.Module):
+    """The learnable mapping of one modality: each extractor token ``(F,)`` to ``(dim,)``, plus a
+    learned position embedding per token (group ``encoder.<m>``)."""
+
+    def __init__(self, features: int, dim: int, tokens: int) -> None:
+        super().__init__()
+        self.proj = nn.Linear(features, dim)
+        self.position = nn.Parameter(torch.zeros(tokens, dim))
+
+    def forward(self, f: torch.Tensor) -> torch.Tensor:
+        if f.dim() == 2:  # a pooled feature vector: one token
+            f = f.unsqueeze(1)
+        return self.proj(f) + self.position[: f.shape[1]]
+
+
+class CrossModalLayer(nn.Module):
+    """One layer of the joint encoder: each modality's tokens attend to themselves, then to the
+    other present modalities' tokens (cross-modal attention), then a feed-forward block (pre-norm,
+    residual). The weights are shared by the modalities; the modality embedding tells them apart."""
+
+    def __init__(self, dim: int, heads: int) -> None:
+        super().__init__()
+        self.norm_self, self.norm_cross, self.norm_ff = (
+            nn.LayerNorm(dim),
+            nn.LayerNorm(dim),
+            nn.LayerNorm(dim),
+        )
+        self.self_attn = nn.MultiheadAttention(dim, heads, batch_first=True)
+        self.cross_attn = nn.MultiheadAttention(dim, heads, batch_first=True)
+        self.ff = nn.Sequential(nn.Linear(dim, 2 * dim), nn.GELU(), nn.Linear(2 * dim, dim))
+
+    def forward(self, tokens: list[torch.Tensor], present: torch.Tensor) -> list[torch.Tensor]:
+        """``tokens[i]``: ``(B, T_i, dim)`` of modality ``i``; ``present``: ``(B, M)`` bool."""
+        out = []
+        for i, x in enumerate(tokens):
+            h = self.norm_self(x)
+            x = x + self.self_attn(h, h, h, need_weights=False)[0]
+            others = [j for j in range(len(tokens)) if j != i]
+            if others:
+                keys = torch.cat([tokens[j] for j in others], dim=1)
+                # A key is padding where its modality is absent from the sample.
+                pad = torch.cat(
+                    [(~present[:, j]).unsqueeze(1).expand(-1, tokens[j].shape[1]) for j in others], dim=1
+                )
+                alone = pad.all(dim=1)  # no other modality present: nothing to attend to
+                h = self.norm_cross(x)
+                kv = self.norm_cross(keys)
+                cross = self.cross_attn(
+                    h, kv, kv, key_padding_mask=pad & ~alone.unsqueeze(1), need_weights=False
+                )[0]
+                x = x + cross * (~alone).to(x.dtype).view(-1, 1, 1)
+            out.append(x + self.ff(self.norm_ff(x)))
+        return out
+
+
 class FedMVPModel(nn.Module):
-    """Frozen extractors + learnable mapping, joint encoder, common encoder and classifier.
+    """Frozen extractors + learnable mapping, cross-modal joint encoder, common encoder and classifier.
 
     Args:
         modalities: the data's modality specs.
-        extractors: one frozen module per modality, ``(B, *shape) → (B, feature_dims[m])``.
-        feature_dims: output width of each extractor.
+        extractors: one frozen module per modality, ``(B, *shape) → (B, T_m, F_m)`` (tokens: time
+            steps or patches, e.g. :func:`token_extractor`) or ``(B, F_m)`` (one token, e.g. CLIP's
+            pooled features).
+        feature_dims: ``F_m`` of each extractor.
         num_classes: classes of the head.
         dim: width of the learnable part.
-        layers, heads: of the joint transformer encoder.
+        layers, heads: of the joint encoder (:class:`CrossModalLayer`).
+        max_tokens: the most tokens an extractor may give (size of the position embeddings).
     """
 
     def __init__(
@@ -63,6 +133,7 @@ class FedMVPModel(nn.Module):
         dim: int = 64,
         layers: int = 2,
         heads: int = 4,
+        max_tokens: int = 16,
     ) -> None:
         super().__init__()
         self.modality_specs = tuple(modalities)
@@ -77,16 +148,13 @@ class FedMVPModel(nn.Module):
                 p.requires_grad_(False)
         # A plain dict is not registered: the frozen extractors stay out of state_dict and groups.
         self.frozen: dict[str, nn.Module] = dict(extractors)
-        self.encoders = nn.ModuleDict({m: nn.Linear(int(feature_dims[m]), dim) for m in self.modalities})
+        self.encoders = nn.ModuleDict(
+            {m: TokenMapping(int(feature_dims[m]), dim, max_tokens) for m in self.modalities}
+        )
         self.fusion = nn.ModuleDict(
             {
-                "joint": nn.TransformerEncoder(
-                    nn.TransformerEncoderLayer(
-                        dim, heads, 2 * dim, dropout=0.0, batch_first=True, norm_first=True
-                    ),
-                    layers,
-                    enable_nested_tensor=False,
-                ),
+                "joint": nn.ModuleList(CrossModalLayer(dim, heads) for _ in range(layers)),
+                "norm": nn.LayerNorm(dim),
                 "common": nn.Linear(dim, dim),
             }
         )
@@ -95,6 +163,7 @@ class FedMVPModel(nn.Module):
             {"fc1": nn.Linear(dim, dim), "fc2": nn.Linear(dim, dim), "out": nn.Linear(dim, num_classes)}
         )
         self.dim = dim
+        self.max_tokens = max_tokens
 
     def _apply(self, fn: Any, *args: Any, **kwargs: Any) -> FedMVPModel:
         # .to(device) / .double() reach the frozen extractors too, though they are not submodules.
@@ -128,27 +197,69 @@ class FedMVPModel(nn.Module):
     def forward(self, batch: Batch, active: Iterable[str] | None = None) -> ModelOutput:
         present = batch.present_for(active)
         n = len(batch)
-        tokens = torch.zeros(n, len(self.modalities), self.dim)
-        hidden: dict[str, torch.Tensor] = {}
+        tokens: list[torch.Tensor] = []
+        pooled: dict[str, torch.Tensor] = {}
         for i, m in enumerate(self.modalities):
             if bool(present[:, i].any()):
                 with torch.no_grad():
                     f = self.frozen[m](batch.features[m])
-                hidden[m] = self.encoders[m](f)
-                tokens[:, i] = hidden[m]
-        tokens = tokens + self.modality_embedding
-        pad = ~present
-        pad = pad & ~pad.all(dim=1, keepdim=True)  # a row with nothing present attends to all
-        joint = self.fusion["joint"](tokens, src_key_padding_mask=pad)
-        w = present.to(joint.dtype).unsqueeze(-1)
-        z = self.common((joint * w).sum(dim=1) / w.sum(dim=1).clamp_min(1.0))
+                if f.dim() == 3 and f.shape[1] > self.max_tokens:
+                    raise ConfigError(
+                        f"the {m!r} extractor gives {f.shape[1]} tokens, more than "
+                        f"max_tokens = {self.max_tokens}"
+                    )
+                h = self.encoders[m](f)
+                pooled[m] = h.mean(dim=1)
+            else:  # nobody in the batch has it: one placeholder token, masked everywhere
+                h = torch.zeros(n, 1, self.dim)
+            tokens.append(h + self.modality_embedding[i])
+        for layer in self.fusion["joint"].children():
+            tokens = layer(tokens, present)
+        w = present.to(tokens[0].dtype)
+        per_modality = torch.stack([self.fusion["norm"](t).mean(dim=1) for t in tokens], dim=1)  # (B, M, dim)
+        z = self.common(
+            (per_modality * w.unsqueeze(-1)).sum(dim=1) / w.sum(dim=1, keepdim=True).clamp_min(1.0)
+        )
         embeddings = {
-            m: self.common(hidden[m]) * present[:, i].unsqueeze(1).to(z.dtype)
-            if m in hidden
+            m: self.common(pooled[m]) * present[:, i].unsqueeze(1).to(z.dtype)
+            if m in pooled
             else torch.zeros(n, self.dim)
             for i, m in enumerate(self.modalities)
         }
         return ModelOutput(self.classify(z), embeddings, z, present)
+
+
+class _TokenTrunk(nn.Module):
+    """A core conv encoder's layers before its global pooling, then pooled to ``tokens`` positions:
+    ``(B, T, C)`` sequences → ``(B, tokens, channels)``; images → ``(B, side², channels)``."""
+
+    def __init__(self, encoder: nn.Module, tokens: int) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.tokens = tokens
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        enc = self.encoder
+        assert isinstance(enc, Conv1dEncoder | CNNEncoder)
+        if isinstance(enc, Conv1dEncoder):
+            h = enc.net[:4](x.transpose(1, 2))  # (B, C, T')
+            return F.adaptive_avg_pool1d(h, self.tokens).transpose(1, 2)
+        side = max(1, round(self.tokens**0.5))
+        h = enc.net[:4](x)  # (B, C, H, W)
+        return F.adaptive_avg_pool2d(h, side).flatten(2).transpose(1, 2)
+
+
+def token_extractor(encoder: nn.Module, tokens: int = 8) -> tuple[nn.Module, int]:
+    """A frozen extractor giving *tokens* (time steps or patches) from a core encoder, with its
+    token width: a 1-D conv net's feature map pooled to ``tokens`` time steps, a CNN's to a
+    ``√tokens x √tokens`` grid of patches. Other encoders (MLP, LSTM, ...) have no positions to
+    keep: their pooled output is one token."""
+    if isinstance(encoder, Conv1dEncoder | CNNEncoder):
+        conv = encoder.net[2]
+        assert isinstance(conv, nn.Conv1d | nn.Conv2d)
+        channels = int(conv.out_channels)
+        return _TokenTrunk(encoder, tokens).eval(), channels
+    return encoder, int(encoder.out_dim)  # type: ignore[arg-type]
 
 
 def pretrain_extractors(

@@ -12,8 +12,9 @@ Hooks:
   (:class:`~fedmm.completion.fedmvp.model.FedMVPModel`).
 * ``aggregate`` (server, owned; ``aggregation="cka"``): each uploaded model embeds the server's
   probe set; ``S_ij`` = linear CKA of clients ``i`` and ``j`` (rows L2-normalised), weights
-  ``w_i ∝ Σ_j S_ij`` (degree centrality with the self-loop); ``aggregation="fedavg"`` leaves
-  core's sample-weighted FedAvg in place.
+  ``a_i = Σ_j S_ij`` (degree centrality with the self-loop), ``w_i ∝ a_i n_i`` with the client's
+  sample count ``n_i`` (``cka_weights="degree"``: ``w_i ∝ a_i``, the paper's code);
+  ``aggregation="fedavg"`` leaves core's sample-weighted FedAvg in place.
 """
 
 from __future__ import annotations
@@ -29,8 +30,9 @@ from pydantic import Field, field_validator, model_validator
 from pydantic.json_schema import SkipJsonSchema
 
 from fedmm.completion.fedmvp.completion import FoundationCompleter, PoolCompleter
+from fedmm.completion.fedmvp.generators import CrossModalGenerator, GenerativeCompleter, probe_from_generator
 from fedmm.completion.fedmvp.losses import mcm_loss, ram_loss
-from fedmm.completion.fedmvp.model import FedMVPModel, clip_extractors, pretrain_extractors
+from fedmm.completion.fedmvp.model import FedMVPModel, clip_extractors, pretrain_extractors, token_extractor
 from fedmm.core.api import (
     MISSING_LABEL,
     ArgumentProblem,
@@ -59,6 +61,7 @@ if TYPE_CHECKING:
 __all__ = ["Completer", "FedMVP", "FedMVPArguments"]
 
 CACHE = "fedmvp/completed/"
+SHIPPED = "fedmvp/generator/"  # plan extras: the frozen generator's weights, on a client's first plan
 MCM, RAM = "fedmvp/mcm", "fedmvp/ram"
 
 
@@ -85,17 +88,45 @@ class FedMVPArguments(TechniqueArguments):
         description="`'cka'`: clients weighted by the linear-CKA degree centrality of their joint "
         "embeddings on the probe set; `'fedavg'`: core's sample-weighted FedAvg",
     )
+    cka_weights: Literal["samples", "degree"] = Field(
+        "samples",
+        description="with `aggregation = 'cka'`: `'samples'` = `w_i ∝ a_i n_i`, the CKA degree `a_i` times "
+        "the client's sample count (a client that trained on nothing gets no weight); `'degree'` = "
+        "`w_i ∝ a_i` alone, as the paper's code (sample counts ignored)",
+    )
     mcm_weight: float = Field(0.01, ge=0, description="α of the MCM loss (the paper's 0.01; 0 = off)")
     ram_weight: float = Field(0.5, ge=0, description="β_r of the RAM loss (the paper's 0.5; 0 = off)")
     temperature: float = Field(0.1, gt=0, description="τ of MCM (the paper's 0.1)")
-    completion: Literal["pool", "foundation", "none"] = Field(
+    completion: Literal["pool", "generative", "foundation", "none"] = Field(
         "pool",
         description="how missing modalities are completed: `'pool'` = retrieval of the nearest same-class "
-        "complete pair from the public split (`PoolCompleter`); `'foundation'` = a captioner and a "
-        "text-to-image model from local folders (`FoundationCompleter`, image–caption data); `'none'` = "
-        "left missing (the zero-filling baseline)",
+        "complete pair from the public split (`PoolCompleter`); `'generative'` = a cross-modal generator "
+        "the server pre-trains on the public split in round 1, freezes and ships to each client, which "
+        "generates the missing modality from the one it has (`GenerativeCompleter`); `'foundation'` = a "
+        "captioner and a text-to-image model from local folders (`FoundationCompleter`, image–caption "
+        "data); `'none'` = left missing (the zero-filling baseline)",
+    )
+    generative_path: str | None = Field(
+        None,
+        description="with `completion = 'generative'`: a saved `CrossModalGenerator` (its "
+        "save_pretrained folder) to ship instead of pre-training one; never downloaded",
+    )
+    generator_hidden: int = Field(
+        128, ge=1, description="with `completion = 'generative'`: width of the generator's networks"
+    )
+    generator_epochs: int = Field(
+        30,
+        ge=1,
+        description="with `completion = 'generative'`: epochs of its pre-training on the public split",
     )
     dim: int = Field(64, ge=1, description="width of the frozen extractors' features and the joint encoder")
+    tokens: int = Field(
+        8,
+        ge=1,
+        le=16,
+        description="tokens per modality the pre-trained conv extractors give the joint encoder (time steps "
+        "of a 1-D conv net, a √tokens x √tokens grid of a CNN's patches); MLP/LSTM extractors give one",
+    )
     extractor_epochs: int = Field(
         60, ge=0, description="epochs the frozen extractors are pre-trained on the public split"
     )
@@ -148,7 +179,7 @@ class FedMVPArguments(TechniqueArguments):
             )
         return probe
 
-    @field_validator("captioner_path", "generator_path", "clip_path", mode="before")
+    @field_validator("captioner_path", "generator_path", "clip_path", "generative_path", mode="before")
     @classmethod
     def _folder(cls, path: Any) -> Any:
         if path is None:
@@ -196,6 +227,7 @@ class FedMVP(Technique):
         self.completer: Completer | None = self.args.completer
         self.probe: SampleSet | None = self.args.probe
         self.last_weights: np.ndarray | None = None
+        self.shipped: set[int] = set()  # clients that were sent the frozen generator
 
     def owned(self) -> frozenset[str]:
         # With aggregation="fedavg" its aggregate step gives way to core's FedAvg: it owns nothing.
@@ -217,9 +249,16 @@ class FedMVP(Technique):
             self.completer = PoolCompleter(public, progress=self.args.progress, copies=self.args.copies)
         elif self.completer is None and self.args.completion == "foundation":
             self.completer = self._foundation_completer(data)
-        if self.probe is None:
-            self.probe = public
-        names = [m.name for m in data.modalities]
+        elif self.completer is None and self.args.completion == "generative":
+            if self.args.generative_path is not None:
+                generator = CrossModalGenerator.from_pretrained(self.args.generative_path)
+            else:
+                generator = CrossModalGenerator(data.modalities, hidden=self.args.generator_hidden)
+            self.completer = GenerativeCompleter(
+                generator, public, epochs=self.args.generator_epochs, progress=self.args.progress
+            )
+        if self.probe is None and not isinstance(self.completer, GenerativeCompleter):
+            self.probe = public  # with a generator, the probe is generated once it is trained
         if self.args.clip_path is not None:
             extractors, widths = self._clip_extractors(data)
         else:
@@ -232,7 +271,9 @@ class FedMVP(Technique):
                 self.args.extractor_epochs,
                 progress=self.args.progress,
             )
-            widths = dict.fromkeys(names, self.args.dim)
+            tokenised = {m: token_extractor(e, self.args.tokens) for m, e in extractors.items()}
+            extractors = {m: t[0] for m, t in tokenised.items()}
+            widths = {m: t[1] for m, t in tokenised.items()}
         return FedMVPModel(data.modalities, extractors, widths, data.num_classes, dim=self.args.dim)
 
     def _clip_extractors(self, data: FederatedDataset) -> tuple[dict[str, nn.Module], dict[str, int]]:
@@ -287,12 +328,34 @@ class FedMVP(Technique):
                 "fedmvp: completion='pool' has no pool yet: pass completer=PoolCompleter(public), let "
                 "FedMVP build the model (strategy.create_model(data, {})), or set completion='none'"
             )
+        if isinstance(self.completer, GenerativeCompleter):
+            plan = self._ship_generator(client_id, plan)
         if self.args.aggregation == "cka" and self.probe is None:
             raise ConfigError(
                 "fedmvp: CKA aggregation needs a probe set: pass probe= (e.g. the server's validation "
                 "split) or let FedMVP build the model (create_model) from data with a validation split"
             )
         return plan
+
+    def _ship_generator(self, client_id: int, plan: TrainPlan) -> TrainPlan:
+        """Round 1: the server pre-trains the generator on its public split (this runs in the
+        server's charged ``configure``) and, without a given probe, generates the CKA probe with it.
+        A client's first plan carries the frozen generator's weights (downloaded bytes)."""
+        completer = self.completer
+        assert isinstance(completer, GenerativeCompleter)
+        completer.fit()
+        if self.probe is None and completer.public is not None:
+            self.probe = probe_from_generator(completer.public, completer.generator)
+        if client_id in self.shipped:
+            return plan
+        self.shipped.add(client_id)
+        return plan.with_extra(**{SHIPPED + k: v for k, v in completer.arrays().items()})
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"shipped": sorted(self.shipped)}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.shipped = {int(c) for c in state.get("shipped", ())}
 
     # -- client --------------------------------------------------------------------------------
     def prepare(self, cctx: ClientContext, data: ClientData) -> ClientData:
@@ -307,6 +370,9 @@ class FedMVP(Technique):
             # Augmenting completers append copies: the cache holds their labels too.
             labels = cctx.state.get(CACHE + "labels", own.labels)
             return data.with_samples(SampleSet(own.modalities, feats, labels, present, generated))
+        shipped = {k[len(SHIPPED) :]: v for k, v in cctx.plan.extra.items() if k.startswith(SHIPPED)}
+        if shipped and isinstance(self.completer, GenerativeCompleter):
+            self.completer.load_arrays(shipped)  # the frozen generator the server sent
         done = self.completer.complete(own)
         for m in names:
             cctx.state[CACHE + m] = done.features[m]
@@ -363,7 +429,10 @@ class FedMVP(Technique):
             with torch.no_grad():
                 out = model(self.probe.batch(idx))
             reps.append(out.fused.numpy())
-        return np.asarray(cka_aggregation_weights(reps, normalize_rows=True), dtype=np.float64)
+        counts = [r.num_samples for r in results] if self.args.cka_weights == "samples" else None
+        return np.asarray(
+            cka_aggregation_weights(reps, normalize_rows=True, sample_counts=counts), dtype=np.float64
+        )
 
     def aggregate(self, ctx: ResultsContext, results: Sequence[ClientResult]) -> GroupedArrays | None:
         if self.args.aggregation != "cka":

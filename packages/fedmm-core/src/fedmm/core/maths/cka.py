@@ -137,7 +137,11 @@ def cka_matrix(reps: Sequence[ArrayLike], normalize_rows: bool = False) -> np.nd
     return s
 
 
-def cka_aggregation_weights(reps: Sequence[ArrayLike], normalize_rows: bool = False) -> np.ndarray:
+def cka_aggregation_weights(
+    reps: Sequence[ArrayLike],
+    normalize_rows: bool = False,
+    sample_counts: Sequence[float] | None = None,
+) -> np.ndarray:
     """FedMVP's CKA-based aggregation weights: ``a_i = Σ_j S_ij``, ``w = a / Σ_k a_k``.
 
     ``S`` is :func:`cka_matrix` of the clients' representations of a shared probe set, so a client
@@ -145,9 +149,25 @@ def cka_aggregation_weights(reps: Sequence[ArrayLike], normalize_rows: bool = Fa
     ``S_ij ≥ 0``, every ``a_i ≥ 1`` and the weights are positive and sum to one; identical
     representations give equal weights ``1/K``.
 
+    ``sample_counts`` (``n_i``, one per representation): ``w_i ∝ a_i n_i`` instead, so the
+    similarity re-weights FedAvg's sample shares and a client that trained on nothing gets no
+    weight (the paper's code uses ``a_i`` alone, which hands an empty client ``1/K`` or more).
+
     Returns:
         ``(K,)`` float64 weights.
     """
     s = cka_matrix(reps, normalize_rows=normalize_rows)
     a = s.sum(axis=1)
+    if sample_counts is not None:
+        n = np.asarray(sample_counts, dtype=np.float64).reshape(-1)
+        if n.shape[0] != a.shape[0]:
+            raise DataError(
+                f"sample_counts has {n.shape[0]} entries for {a.shape[0]} representations; give one "
+                "count per client"
+            )
+        if not np.all(np.isfinite(n)) or np.any(n < 0):
+            raise DataError(f"sample_counts must be finite and >= 0, got {n.tolist()}")
+        if n.sum() <= 0:
+            raise DataError("no client has a sample (sample_counts are all 0): nothing to weight")
+        a = a * n
     return a / a.sum()
