@@ -90,7 +90,7 @@ from fedmm.core.maths.prototypes import (
 )
 from fedmm.core.maths.shapley import minmax_normalize, shapley_values
 from fedmm.core.measure import StepMeasurement, measure_step
-from fedmm.core.models.encoders import build_encoder
+from fedmm.core.models.encoders import CNNEncoder, Conv1dEncoder, build_encoder
 from fedmm.core.models.model import (
     EmbeddingClassifier,
     LayeredEncoder,
@@ -121,6 +121,7 @@ __all__ = [
     "ArgumentProblem",
     "Batch",
     "BuiltModel",
+    "CNNEncoder",
     "CentralDataset",
     "ClientContext",
     "ClientCost",
@@ -128,6 +129,7 @@ __all__ = [
     "ClientResult",
     "Combination",
     "ConfigError",
+    "Conv1dEncoder",
     "DataError",
     "EmbeddingClassifier",
     "FedAvg",

@@ -30,7 +30,9 @@ from torch import nn
 from fedmm.core.api import (
     MISSING_LABEL,
     Batch,
+    CNNEncoder,
     ConfigError,
+    Conv1dEncoder,
     ModalitySpec,
     ModelOutput,
     SampleSet,
@@ -38,7 +40,6 @@ from fedmm.core.api import (
     build_encoder,
     encoder_group,
 )
-from fedmm.core.models.encoders import CNNEncoder, Conv1dEncoder
 
 __all__ = [
     "CLIPImageFeatures",
