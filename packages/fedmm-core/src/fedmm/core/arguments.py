@@ -411,7 +411,9 @@ def _jsonable(value: Any) -> Any:
 
 def argument_table(model: type[TechniqueArguments]) -> str:
     """The Markdown table of a technique's arguments (argument, what it takes, default, meaning),
-    for its docs page and its package README."""
+    for its docs page and its package README; a technique without arguments says so."""
+    if not model.model_fields:
+        return "It takes no arguments.\n"
     lines = ["| argument | takes | default | meaning |", "|---|---|---|---|"]
     for name, field in model.model_fields.items():
         takes = "a Python object (not from a config)" if field.exclude else describe(field, omitted=True)

@@ -151,7 +151,13 @@ class ModelSection(_Section):
 
 
 class StrategySection(_Section):
-    name: Literal["fedavg"] = "fedavg"
+    # "fedavg", or FedAvg with a server optimizer stepping the global model from the aggregate.
+    name: Literal["fedavg", "fedavgm", "fedadam", "fedyogi", "fedadagrad"] = "fedavg"
+    server_lr: float | None = Field(None, gt=0, description="server learning rate η (server optimizers)")
+    server_momentum: float | None = Field(None, ge=0, lt=1, description="β of FedAvgM's server momentum")
+    beta1: float | None = Field(None, ge=0, lt=1, description="FedOpt's first-moment decay β1")
+    beta2: float | None = Field(None, ge=0, lt=1, description="FedAdam/FedYogi's second-moment decay β2")
+    tau: float | None = Field(None, gt=0, description="FedOpt's adaptivity τ")
     clients_per_round: int | None = Field(None, ge=1)
     fraction: float | None = Field(None, gt=0, le=1)
     min_clients: int = Field(1, ge=1)
@@ -166,7 +172,35 @@ class StrategySection(_Section):
     def _one_sampling_rule(self) -> StrategySection:
         if self.clients_per_round is not None and self.fraction is not None:
             raise ValueError("give clients_per_round or fraction, not both")
+        allowed = {
+            "fedavg": set(),
+            "fedavgm": {"server_lr", "server_momentum"},
+            "fedadam": {"server_lr", "beta1", "beta2", "tau"},
+            "fedyogi": {"server_lr", "beta1", "beta2", "tau"},
+            "fedadagrad": {"server_lr", "beta1", "tau"},
+        }[self.name]
+        given = [
+            k
+            for k in ("server_lr", "server_momentum", "beta1", "beta2", "tau")
+            if getattr(self, k) is not None
+        ]
+        stray = [k for k in given if k not in allowed]
+        if stray:
+            takes = ", ".join(sorted(allowed)) if allowed else "none of them (it has no server optimizer)"
+            raise ValueError(
+                f"{', '.join(stray)} do(es) not apply to name = {self.name!r}, which takes {takes}; "
+                "choose a server optimizer with name = 'fedavgm', 'fedadam', 'fedyogi' or 'fedadagrad'"
+            )
         return self
+
+    def server_optimizer_options(self) -> dict[str, float]:
+        """The given server-optimizer options under the optimizer's argument names."""
+        names = {"server_momentum": "momentum"}
+        return {
+            names.get(k, k): float(v)
+            for k in ("server_lr", "server_momentum", "beta1", "beta2", "tau")
+            if (v := getattr(self, k)) is not None
+        }
 
 
 class FlowerSection(_Section):

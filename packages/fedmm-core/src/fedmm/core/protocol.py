@@ -38,6 +38,7 @@ from fedmm.core.groups import expand_modalities, matches
 if TYPE_CHECKING:
     from torch import nn
 
+    from fedmm.core.algorithms.server_optimizers import ServerOptimizer
     from fedmm.core.data.types import Batch, ClientData, FederatedDataset, ModalitySpec, SampleSet
     from fedmm.core.ledger import ClientCost
     from fedmm.core.models.model import ModelOutput
@@ -553,6 +554,9 @@ def check_model(
         )
 
 
+SERVER_OPTIMIZER_KEY = "server_optimizer"  # its state in the strategy's state_dict
+
+
 class Strategy:
     """Runs a list of techniques in order around a default round (uniform client sampling,
     sample-weighted per-group FedAvg). Fails at construction if two techniques own one step."""
@@ -570,8 +574,11 @@ class Strategy:
         optimizer: Optimizer = "sgd",
         momentum: float = 0.0,
         weight_decay: float = 0.0,
+        server_optimizer: ServerOptimizer | None = None,
     ) -> None:
         self.techniques = list(techniques)
+        # Steps the global model from the round's aggregate (FedAvgM, FedAdam, ...; None: FedAvg).
+        self.server_optimizer = server_optimizer
         for t in self.techniques:
             if not isinstance(t, Technique):
                 raise ConfigError(f"{t!r} is not a fedmm Technique")
@@ -633,12 +640,18 @@ class Strategy:
         return plan
 
     def aggregate(self, ctx: ResultsContext, results: Sequence[ClientResult]) -> GroupedArrays:
+        average: GroupedArrays | None = None
         for t in self.techniques:
             if _overrides(t, "aggregate"):
-                out = t.aggregate(ctx, results)
-                if out is not None:
-                    return out
-        return fedavg(ctx.global_arrays, results)
+                average = t.aggregate(ctx, results)
+                if average is not None:
+                    break
+        if average is None:
+            average = fedavg(ctx.global_arrays, results)
+        if self.server_optimizer is None:
+            return average
+        updated = {g for r in results for g in r.update}
+        return self.server_optimizer.step(ctx.global_arrays, average, updated)
 
     def after_round(self, ctx: ResultsContext, metrics: dict[str, Any]) -> None:
         for t in self.techniques:
@@ -667,16 +680,22 @@ class Strategy:
 
     # -- checkpointing -----------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
-        return {f"{i}:{t.name}": t.state_dict() for i, t in enumerate(self.techniques)}
+        state = {f"{i}:{t.name}": t.state_dict() for i, t in enumerate(self.techniques)}
+        if self.server_optimizer is not None:
+            state[SERVER_OPTIMIZER_KEY] = self.server_optimizer.state_dict()
+        return state
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         for i, t in enumerate(self.techniques):
             key = f"{i}:{t.name}"
             if key in state:
                 t.load_state_dict(state[key])
+        if self.server_optimizer is not None and SERVER_OPTIMIZER_KEY in state:
+            self.server_optimizer.load_state_dict(state[SERVER_OPTIMIZER_KEY])
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}(techniques={self.techniques!r})"
+        extra = "" if self.server_optimizer is None else f", server_optimizer={self.server_optimizer!r}"
+        return f"{type(self).__name__}(techniques={self.techniques!r}{extra})"
 
 
 def fedavg(

@@ -92,8 +92,11 @@ def build_model(cfg: RunConfig, data: FederatedDataset, strategy: Strategy | Non
 def build_strategy(cfg: RunConfig, progress: bool = True) -> Strategy:
     s = cfg.strategy
     techniques = [build_technique(t, i, progress=progress) for i, t in enumerate(cfg.techniques)]
+    server = None
     if s.name != "fedavg":
-        raise ConfigError(f"[strategy].name: unknown strategy {s.name!r}")
+        from fedmm.core.algorithms.server_optimizers import server_optimizer
+
+        server = server_optimizer(s.name, **s.server_optimizer_options())
     return FedAvg(
         techniques,
         clients_per_round=s.clients_per_round,
@@ -105,6 +108,7 @@ def build_strategy(cfg: RunConfig, progress: bool = True) -> Strategy:
         optimizer=s.optimizer,
         momentum=s.momentum,
         weight_decay=s.weight_decay,
+        server_optimizer=server,
     )
 
 
