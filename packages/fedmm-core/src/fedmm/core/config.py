@@ -90,8 +90,21 @@ class RunSection(_Section):
 class DataSection(_Section):
     name: str = Field(..., description="dataset name, see `fedmm datasets list`")
     clients: int | None = Field(10, ge=1)
-    partition: Literal["iid", "dirichlet", "natural"] = "iid"
+    partition: Literal["iid", "dirichlet", "natural", "natural_dirichlet"] = "iid"
     alpha: float = Field(0.5, gt=0, description="Dirichlet concentration (smaller = more label skew)")
+    subclients: int = Field(
+        5,
+        ge=1,
+        description="with partition = 'natural_dirichlet': sub-clients per natural group, cut by a "
+        "Dirichlet(alpha) over labels (FedMultimodal's UCI-HAR split: 21 subjects x 5)",
+    )
+    client_missing_rate: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="probability that a client lacks a modality for all its samples (FedMultimodal's "
+        "missing modality); a client left with none is dropped",
+    )
     unimodal_fraction: float = Field(0.0, ge=0, le=1, description="fraction of clients keeping one modality")
     missing_rate: float = Field(0.0, ge=0, le=1, description="per-sample missing-modality rate")
     incomplete_fraction: float = Field(

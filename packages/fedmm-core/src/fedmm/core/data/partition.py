@@ -69,6 +69,73 @@ def natural(groups: np.ndarray) -> tuple[Partition, np.ndarray]:
     return Partition.from_assignment(owner.astype(np.int64), ids.shape[0]), ids
 
 
+def natural_dirichlet(
+    groups: np.ndarray,
+    labels: np.ndarray,
+    subclients: int,
+    alpha: float,
+    rng: np.random.Generator,
+    *,
+    min_samples: int = 1,
+    max_tries: int = 100,
+) -> tuple[Partition, np.ndarray]:
+    """FedMultimodal's hierarchical split: each natural group (a subject) is cut into
+    ``subclients`` sub-clients by a Dirichlet(α) over labels inside the group.
+
+    Per group and class, shares ~ Dir(α·1) are drawn; as in FedMultimodal's (and FedMA's) code, a
+    sub-client that already holds its fair part of the group (≥ n_group / subclients samples) gets
+    no share of the later classes, which keeps sizes from running away. A group's draw is repeated
+    (up to ``max_tries``) until each of its sub-clients holds at least ``min_samples``.
+    Returns the partition (sub-clients numbered group by group) and each sub-client's group index.
+    """
+    if alpha <= 0:
+        raise ConfigError(f"dirichlet alpha must be > 0 (got {alpha}); small values (0.1) mean strong skew")
+    if subclients < 1:
+        raise ConfigError(f"subclients must be >= 1 (got {subclients})")
+    groups = np.asarray(groups)
+    labels = np.asarray(labels)
+    ids, inverse = np.unique(groups, return_inverse=True)
+    owner = np.empty(labels.shape[0], dtype=np.int64)
+    for g in range(ids.shape[0]):
+        members = np.flatnonzero(inverse == g)
+        n = members.shape[0]
+        if n < subclients * max(min_samples, 1):
+            raise ConfigError(
+                f"group {ids[g]} has {n} samples: too few for {subclients} sub-clients of at least "
+                f"{max(min_samples, 1)}; use fewer subclients or a smaller min_samples"
+            )
+        for _ in range(max_tries):
+            local = np.empty(n, dtype=np.int64)
+            held = np.zeros(subclients, dtype=np.int64)
+            for c in np.unique(labels[members]):
+                idx = np.flatnonzero(labels[members] == c)
+                shares = rng.dirichlet(np.full(subclients, alpha)) * (held < n / subclients)
+                shares = shares / shares.sum() if shares.sum() > 0 else np.full(subclients, 1 / subclients)
+                cuts = (np.cumsum(shares)[:-1] * idx.shape[0]).astype(np.int64)
+                counts = np.diff(np.concatenate([[0], cuts, [idx.shape[0]]]))
+                local[rng.permutation(idx)] = np.repeat(np.arange(subclients), counts)
+                held += counts
+            if held.min() >= min_samples:
+                break
+        else:
+            raise ConfigError(
+                f"natural_dirichlet: group {ids[g]} left a sub-client with fewer than {min_samples} samples "
+                f"after {max_tries} draws; use fewer subclients, a larger alpha, or a smaller min_samples"
+            )
+        owner[members] = g * subclients + local
+    parent = np.repeat(np.arange(ids.shape[0]), subclients)
+    return Partition.from_assignment(owner, ids.shape[0] * subclients), parent
+
+
+def client_missing_modalities(
+    num_clients: int, num_modalities: int, rate: float, rng: np.random.Generator
+) -> np.ndarray:
+    """FedMultimodal's missing modalities: each client lacks each modality, for all its samples,
+    independently with probability ``rate`` (a client may be left with none; the caller drops it)."""
+    check_rate("client_missing_rate", rate)
+    return rng.random((num_clients, num_modalities)) >= rate
+
+
 def modality_availability(
     num_clients: int,
     num_modalities: int,

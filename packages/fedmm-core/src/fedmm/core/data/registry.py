@@ -19,7 +19,7 @@ from fedmm.core.data import partition as P
 from fedmm.core.data.types import CentralDataset, FederatedDataset, Partition, SampleSet
 from fedmm.core.errors import ConfigError
 
-PartitionKind = Literal["iid", "dirichlet", "natural"]
+PartitionKind = Literal["iid", "dirichlet", "natural", "natural_dirichlet"]
 
 
 @dataclass(frozen=True)
@@ -172,8 +172,15 @@ def federate(
     min_samples: int = 1,
     seed: int = 0,
     incomplete_fraction: float = 0.0,
+    subclients: int = 5,
+    client_missing_rate: float = 0.0,
 ) -> FederatedDataset:
     """Split ``central.train`` over clients and apply the simulation knobs.
+
+    ``partition="natural_dirichlet"``: each natural group is cut into ``subclients`` sub-clients by
+    a Dirichlet(``alpha``) over labels (FedMultimodal's UCI-HAR split). ``client_missing_rate``:
+    each client lacks each modality for all its samples with that probability; a client left with
+    none is dropped (``metadata["clients_dropped_no_modality"]``).
 
     ``validation_fraction`` of the training pool is held out for the server (never given to a
     client). The knobs change shared columns once (O(samples)), never per-client copies.
@@ -204,6 +211,23 @@ def federate(
                 f"set clients = {part.num_clients} or leave it out"
             )
         metadata["client_groups"] = ids.tolist()
+    elif partition == "natural_dirichlet":
+        if groups is None:
+            raise ConfigError(
+                f"dataset {central.name!r} has no natural groups; use partition='iid' or 'dirichlet'"
+            )
+        part, parent = P.natural_dirichlet(
+            groups, train.labels, subclients, alpha, rng, min_samples=min_samples
+        )
+        n_groups = int(parent.max()) + 1
+        if clients is not None and clients != part.num_clients:
+            raise ConfigError(
+                f"partition='natural_dirichlet' makes {n_groups} groups x {subclients} sub-clients = "
+                f"{part.num_clients} clients for {central.name!r}; set clients = {part.num_clients} "
+                "or leave it out"
+            )
+        group_ids = np.unique(groups)
+        metadata["client_groups"] = group_ids[parent].tolist()
     elif clients is None:
         raise ConfigError(f"partition={partition!r} needs a number of clients")
     elif partition == "iid":
@@ -211,7 +235,9 @@ def federate(
     elif partition == "dirichlet":
         part = P.dirichlet(train.labels, clients, alpha, rng, min_samples=min_samples)
     else:
-        raise ConfigError(f"unknown partition {partition!r}; use 'iid', 'dirichlet' or 'natural'")
+        raise ConfigError(
+            f"unknown partition {partition!r}; use 'iid', 'dirichlet', 'natural' or 'natural_dirichlet'"
+        )
 
     labels, present = train.labels, train.present
     if label_noise_rate:
@@ -229,9 +255,30 @@ def federate(
         client_modalities = P.modality_availability(
             part.num_clients, len(central.modalities), unimodal_fraction, rng
         )
+    dropped = 0
+    if client_missing_rate:
+        lacking = P.client_missing_modalities(
+            part.num_clients, len(central.modalities), client_missing_rate, rng
+        )
+        client_modalities = lacking if client_modalities is None else client_modalities & lacking
+        keep = np.flatnonzero(client_modalities.any(axis=1))
+        dropped = part.num_clients - keep.shape[0]
+        if keep.shape[0] == 0:
+            raise ConfigError(
+                f"client_missing_rate={client_missing_rate} left no client with any modality; "
+                "use a lower rate"
+            )
+        if dropped:
+            part = Partition.from_lists([part.of(int(c)) for c in keep])
+            client_modalities = client_modalities[keep]
+            if "client_groups" in metadata:
+                metadata["client_groups"] = [metadata["client_groups"][int(c)] for c in keep]
     metadata.update(
         partition=partition,
-        alpha=alpha if partition == "dirichlet" else None,
+        alpha=alpha if partition in ("dirichlet", "natural_dirichlet") else None,
+        subclients=subclients if partition == "natural_dirichlet" else None,
+        client_missing_rate=client_missing_rate,
+        clients_dropped_no_modality=dropped,
         unimodal_fraction=unimodal_fraction,
         missing_rate=missing_rate,
         incomplete_fraction=incomplete_fraction,
