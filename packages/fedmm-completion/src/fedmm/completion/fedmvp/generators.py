@@ -208,6 +208,13 @@ class CrossModalGenerator(nn.Module):
         self.load_state_dict({k: torch.as_tensor(np.asarray(v)) for k, v in arrays.items()})
         self.eval()
 
+    def check_modalities(self, samples: SampleSet, what: str) -> list[str]:
+        """``samples``' modality names, which must be the generator's, in its order."""
+        names = [s.name for s in self.specs]
+        if list(samples.modality_names) != names:
+            raise DataError(f"{what} have modalities {list(samples.modality_names)}, the generator {names}")
+        return names
+
     # -- training and generation -----------------------------------------------------------------
     def fit(
         self,
@@ -221,9 +228,7 @@ class CrossModalGenerator(nn.Module):
     ) -> CrossModalGenerator:
         """Train every ``src → dst`` network on ``public``'s complete pairs (MSE on the standardised
         target), then freeze. Labels are not used."""
-        names = [s.name for s in self.specs]
-        if list(public.modality_names) != names:
-            raise DataError(f"public split has modalities {public.modality_names}, the generator {names}")
+        names = self.check_modalities(public, "the public split")
         rows = np.flatnonzero(public.present.all(axis=1) & ~public.generated.any(axis=1))
         if rows.size < 2:
             raise DataError(
@@ -325,11 +330,7 @@ class GenerativeCompleter:
         self.generator.load_arrays(arrays)
 
     def complete(self, samples: SampleSet) -> SampleSet:
-        names = list(samples.modality_names)
-        if names != [s.name for s in self.generator.specs]:
-            raise DataError(
-                f"samples have modalities {names}, the generator {[s.name for s in self.generator.specs]}"
-            )
+        names = self.generator.check_modalities(samples, "the samples")
         feats = {m: samples.features[m].copy() for m in names}
         present, generated = samples.present.copy(), samples.generated.copy()
         for j, dst in enumerate(names):

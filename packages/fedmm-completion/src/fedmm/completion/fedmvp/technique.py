@@ -228,6 +228,7 @@ class FedMVP(Technique):
         self.probe: SampleSet | None = self.args.probe
         self.last_weights: np.ndarray | None = None
         self.shipped: set[int] = set()  # clients that were sent the frozen generator
+        self._shipment: dict[str, np.ndarray] | None = None  # its weights, read once it is trained
 
     def owned(self) -> frozenset[str]:
         # With aggregation="fedavg" its aggregate step gives way to core's FedAvg: it owns nothing.
@@ -349,7 +350,9 @@ class FedMVP(Technique):
         if client_id in self.shipped:
             return plan
         self.shipped.add(client_id)
-        return plan.with_extra(**{SHIPPED + k: v for k, v in completer.arrays().items()})
+        if self._shipment is None:  # frozen from here on: one copy serves every client's plan
+            self._shipment = {SHIPPED + k: v for k, v in completer.arrays().items()}
+        return plan.with_extra(**self._shipment)
 
     def state_dict(self) -> dict[str, Any]:
         return {"shipped": sorted(self.shipped)}

@@ -17,6 +17,7 @@ import torch
 from pydantic import Field
 from torch import nn
 
+from fedmm.core.algorithms.common import forget, keep_received_weights
 from fedmm.core.arguments import TechniqueArguments
 from fedmm.core.data.types import Batch, ClientData
 from fedmm.core.models.model import ModelOutput
@@ -39,10 +40,8 @@ class FedProx(Technique):
     args: FedProxArguments
 
     def prepare(self, cctx: ClientContext, data: ClientData) -> ClientData:
-        if self.args.mu > 0 and cctx.model is not None:
-            for key, p in cctx.model.named_parameters():
-                if p.requires_grad:
-                    cctx.state[ANCHOR + key] = p.detach().cpu().numpy().copy()
+        if self.args.mu > 0:
+            keep_received_weights(cctx, ANCHOR)
         return data
 
     def loss_terms(
@@ -60,6 +59,5 @@ class FedProx(Technique):
         return {} if total is None else {"fedprox/proximal": 0.5 * self.args.mu * total}
 
     def report(self, cctx: ClientContext, model: nn.Module, data: ClientData) -> Mapping[str, Any]:
-        for key in [k for k in cctx.state if k.startswith(ANCHOR)]:
-            del cctx.state[key]  # only needed during the round
+        forget(cctx, ANCHOR)  # only needed during the round
         return {}

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from fedmm.core.algorithms.common import forget, keep_received_weights
 from fedmm.core.arguments import TechniqueArguments
 from fedmm.core.data.types import Batch, ClientData
 from fedmm.core.models.model import ModelOutput
@@ -88,12 +89,10 @@ class Scaffold(Technique):
 
     # -- client --------------------------------------------------------------------------------
     def prepare(self, cctx: ClientContext, data: ClientData) -> ClientData:
-        if cctx.model is not None:
-            for key, p in cctx.model.named_parameters():
-                if p.requires_grad:
-                    cctx.state[START + key] = p.detach().cpu().numpy().copy()
-                    if CLIENT_C + key not in cctx.state:
-                        cctx.state[CLIENT_C + key] = np.zeros(tuple(p.shape), dtype=np.float32)
+        keep_received_weights(cctx, START)
+        for key in [k[len(START) :] for k in cctx.state if k.startswith(START)]:
+            if CLIENT_C + key not in cctx.state:
+                cctx.state[CLIENT_C + key] = np.zeros(cctx.state[START + key].shape, dtype=np.float32)
         cctx.state[STEPS] = np.zeros(1, dtype=np.int64)
         return data
 
@@ -134,6 +133,5 @@ class Scaffold(Technique):
             ).astype(np.float32)
             out[DELTA + key] = new - c_i
             cctx.state[CLIENT_C + key] = new
-        for key in [k for k in cctx.state if k.startswith(START)]:
-            del cctx.state[key]
+        forget(cctx, START)
         return out

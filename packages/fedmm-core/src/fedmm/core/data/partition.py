@@ -48,18 +48,23 @@ def dirichlet(
     for _ in range(max_tries):
         owner = np.empty(labels.shape[0], dtype=np.int64)
         for c in classes:
-            idx = np.flatnonzero(labels == c)
             shares = rng.dirichlet(np.full(num_clients, alpha))
-            # Cut the shuffled class members at the cumulative shares.
-            cuts = (np.cumsum(shares)[:-1] * idx.shape[0]).astype(np.int64)
-            counts = np.diff(np.concatenate([[0], cuts, [idx.shape[0]]]))
-            owner[rng.permutation(idx)] = np.repeat(np.arange(num_clients), counts)
+            _deal(owner, np.flatnonzero(labels == c), shares, rng)
         if np.bincount(owner, minlength=num_clients).min() >= min_samples:
             return Partition.from_assignment(owner, num_clients)
     raise ConfigError(
         f"dirichlet partition with alpha={alpha} left a client with fewer than {min_samples} samples after "
         f"{max_tries} draws; use fewer clients, a larger alpha, or min_samples=0"
     )
+
+
+def _deal(owner: np.ndarray, idx: np.ndarray, shares: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Cut the shuffled samples ``idx`` at the cumulative ``shares`` and write each one's client
+    into ``owner``; returns how many each client got."""
+    cuts = (np.cumsum(shares)[:-1] * idx.shape[0]).astype(np.int64)
+    counts = np.diff(np.concatenate([[0], cuts, [idx.shape[0]]]))
+    owner[rng.permutation(idx)] = np.repeat(np.arange(shares.shape[0]), counts)
+    return counts
 
 
 def natural(groups: np.ndarray) -> tuple[Partition, np.ndarray]:
@@ -86,7 +91,7 @@ def natural_dirichlet(
     sub-client that already holds its fair part of the group (≥ n_group / subclients samples) gets
     no share of the later classes, which keeps sizes from running away. A group's draw is repeated
     (up to ``max_tries``) until each of its sub-clients holds at least ``min_samples``.
-    Returns the partition (sub-clients numbered group by group) and each sub-client's group index.
+    Returns the partition (sub-clients numbered group by group) and each sub-client's group id.
     """
     if alpha <= 0:
         raise ConfigError(f"dirichlet alpha must be > 0 (got {alpha}); small values (0.1) mean strong skew")
@@ -108,13 +113,9 @@ def natural_dirichlet(
             local = np.empty(n, dtype=np.int64)
             held = np.zeros(subclients, dtype=np.int64)
             for c in np.unique(labels[members]):
-                idx = np.flatnonzero(labels[members] == c)
                 shares = rng.dirichlet(np.full(subclients, alpha)) * (held < n / subclients)
                 shares = shares / shares.sum() if shares.sum() > 0 else np.full(subclients, 1 / subclients)
-                cuts = (np.cumsum(shares)[:-1] * idx.shape[0]).astype(np.int64)
-                counts = np.diff(np.concatenate([[0], cuts, [idx.shape[0]]]))
-                local[rng.permutation(idx)] = np.repeat(np.arange(subclients), counts)
-                held += counts
+                held += _deal(local, np.flatnonzero(labels[members] == c), shares, rng)
             if held.min() >= min_samples:
                 break
         else:
@@ -123,8 +124,7 @@ def natural_dirichlet(
                 f"after {max_tries} draws; use fewer subclients, a larger alpha, or a smaller min_samples"
             )
         owner[members] = g * subclients + local
-    parent = np.repeat(np.arange(ids.shape[0]), subclients)
-    return Partition.from_assignment(owner, ids.shape[0] * subclients), parent
+    return Partition.from_assignment(owner, ids.shape[0] * subclients), np.repeat(ids, subclients)
 
 
 def client_missing_modalities(

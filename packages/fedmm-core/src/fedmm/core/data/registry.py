@@ -199,11 +199,12 @@ def federate(
         groups = groups[keep] if groups is not None else None
 
     metadata: dict[str, Any] = dict(central.metadata)
+    if partition in ("natural", "natural_dirichlet") and groups is None:
+        raise ConfigError(
+            f"dataset {central.name!r} has no natural groups; use partition='iid' or 'dirichlet'"
+        )
     if partition == "natural":
-        if groups is None:
-            raise ConfigError(
-                f"dataset {central.name!r} has no natural groups; use partition='iid' or 'dirichlet'"
-            )
+        assert groups is not None
         part, ids = P.natural(groups)
         if clients is not None and clients != part.num_clients:
             raise ConfigError(
@@ -212,22 +213,17 @@ def federate(
             )
         metadata["client_groups"] = ids.tolist()
     elif partition == "natural_dirichlet":
-        if groups is None:
-            raise ConfigError(
-                f"dataset {central.name!r} has no natural groups; use partition='iid' or 'dirichlet'"
-            )
-        part, parent = P.natural_dirichlet(
+        assert groups is not None
+        part, group_of = P.natural_dirichlet(
             groups, train.labels, subclients, alpha, rng, min_samples=min_samples
         )
-        n_groups = int(parent.max()) + 1
         if clients is not None and clients != part.num_clients:
             raise ConfigError(
-                f"partition='natural_dirichlet' makes {n_groups} groups x {subclients} sub-clients = "
-                f"{part.num_clients} clients for {central.name!r}; set clients = {part.num_clients} "
-                "or leave it out"
+                f"partition='natural_dirichlet' makes {part.num_clients // subclients} groups x {subclients} "
+                f"sub-clients = {part.num_clients} clients for {central.name!r}; set clients = "
+                f"{part.num_clients} or leave it out"
             )
-        group_ids = np.unique(groups)
-        metadata["client_groups"] = group_ids[parent].tolist()
+        metadata["client_groups"] = group_of.tolist()
     elif clients is None:
         raise ConfigError(f"partition={partition!r} needs a number of clients")
     elif partition == "iid":
