@@ -252,9 +252,9 @@ def test_a_stopped_benchmark_resumes_from_its_saved_seeds(tmp_path: Path) -> Non
 def test_resume_refuses_records_of_another_protocol_mode_or_a_broken_file(tmp_path: Path) -> None:
     folder = tmp_path / "ck"
     Benchmark("toy", _toy_seed, protocol="1")(quick=True, seeds="0", checkpoint=folder)
-    with pytest.raises(ConfigError, match="another benchmark, mode or protocol"):
+    with pytest.raises(ConfigError, match="another benchmark, mode, protocol or data"):
         Benchmark("toy", _toy_seed, protocol="2")(quick=True, seeds="0", checkpoint=folder, resume=True)
-    with pytest.raises(ConfigError, match="another benchmark, mode or protocol"):
+    with pytest.raises(ConfigError, match="another benchmark, mode, protocol or data"):
         Benchmark("toy", _toy_seed, protocol="1")(mode="full", seeds="0", checkpoint=folder, resume=True)
     (folder / "seed-0.json").write_text("{not json")
     with pytest.raises(ConfigError, match="not a seed record"):

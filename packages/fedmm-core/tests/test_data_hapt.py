@@ -10,7 +10,7 @@ import pytest
 
 from fedmm.core.data import hapt
 from fedmm.core.data.types import CentralDataset
-from fedmm.core.errors import DataError, MissingDependencyError
+from fedmm.core.errors import ArgumentError, DataError, MissingDependencyError
 
 
 def _have_source() -> bool:
@@ -86,6 +86,21 @@ def test_shapes_classes_and_natural_split(ds: CentralDataset) -> None:
     both = np.concatenate([ds.train.features["acc"], ds.train.features["gyro"]], axis=2)
     np.testing.assert_allclose(both.mean(axis=(0, 1)), 0.0, atol=1e-3)
     np.testing.assert_allclose(both.std(axis=(0, 1)), 1.0, atol=1e-3)
+
+
+@needs_source
+def test_body_acceleration_and_window_norm_options(ds: CentralDataset, cache: Path) -> None:
+    body = hapt.load_central(cache=cache, progress=False, acc_source="body", standardize=False)
+    total = hapt.load_central(cache=cache, progress=False, standardize=False)
+    # Gravity (about 1 g) is gone from the body signal; the gyroscope is untouched.
+    assert np.linalg.norm(total.train.features["acc"].mean(axis=1), axis=1).mean() > 0.8
+    assert np.linalg.norm(body.train.features["acc"].mean(axis=1), axis=1).mean() < 0.1
+    np.testing.assert_array_equal(body.train.features["gyro"], total.train.features["gyro"])
+    normed = hapt.load_central(cache=cache, progress=False, acc_source="body", window_norm=True)
+    np.testing.assert_allclose(normed.test.features["gyro"].mean(axis=1), 0.0, atol=1e-4)
+    assert normed.metadata["acc_source"] == "body" and normed.metadata["normalisation"] == "window"
+    with pytest.raises(ArgumentError, match="acc_source"):
+        hapt.load_central(cache=cache, progress=False, acc_source="gravity")  # type: ignore[arg-type]
 
 
 @needs_source

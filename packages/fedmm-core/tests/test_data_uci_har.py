@@ -87,6 +87,14 @@ def test_accepts_parent_folder_and_standardises(root: Path) -> None:
     assert ds.metadata["test_subjects"] == [2, 9, 24]
 
 
+def test_window_norm_zscores_each_window_with_its_own_statistics(root: Path) -> None:
+    ds = uci_har.load_central(root, acc_source="body", window_norm=True)
+    raw = _signal("train", "body_acc_x", 6)
+    want = (raw - raw.mean(axis=1, keepdims=True)) / (raw.std(axis=1, keepdims=True) + 1e-5)
+    np.testing.assert_allclose(ds.train.features["acc"][:, :, 0], want, rtol=1e-4, atol=1e-5)
+    assert ds.metadata["normalisation"] == "window"
+
+
 def test_not_a_dataset_folder(tmp_path: Path) -> None:
     with pytest.raises(DataFileError, match="not a UCI HAR Dataset folder"):
         uci_har.load_central(tmp_path)

@@ -175,6 +175,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         plots_dir=args.plots,
         checkpoint=checkpoint,
         resume=args.resume,
+        data_path=args.data_path,
     )
     result = with_provenance(result, meta=meta)
     if out_path is not None and checkpoint is not None:
@@ -282,6 +283,10 @@ def make_parser() -> argparse.ArgumentParser:
         "-o", "--output", help="also write the JSON result (with command, commit, date, machine) to this file"
     )
     p.add_argument("--plots", help="write the benchmark's curve plots to this folder (where it draws any)")
+    p.add_argument(
+        "--data-path",
+        help="your copy of the benchmark's real data (e.g. a 'UCI HAR Dataset' folder), where it takes one",
+    )
     p.add_argument(
         "--resume",
         action="store_true",

@@ -223,6 +223,7 @@ def client_round(
                         optimizer,
                         terms_seconds,
                         terms,
+                        plan.max_grad_norm,
                     )
                 if measured is None:
                     assert m is not None
@@ -296,8 +297,10 @@ def _train_step(
     optimizer: torch.optim.Optimizer,
     terms_seconds: list[float] | None = None,
     terms_flops: list[int] | None = None,
+    max_grad_norm: float | None = None,
 ) -> float | None:
-    """One optimiser step. With ``loss_hooks``, their seconds are added to ``terms_seconds[0]``
+    """One optimiser step (gradients clipped to ``max_grad_norm`` in L2 norm when given). With
+    ``loss_hooks``, their seconds are added to ``terms_seconds[0]``
     and, when ``terms_flops`` is given (a measured step), their forward FLOPs to ``terms_flops[0]``."""
     outputs = model(batch, active)
     loss: torch.Tensor | None = None
@@ -322,6 +325,9 @@ def _train_step(
         return None
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
+    if max_grad_norm is not None:
+        params = [p for group in optimizer.param_groups for p in group["params"]]
+        torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
     optimizer.step()
     return float(loss.detach())
 

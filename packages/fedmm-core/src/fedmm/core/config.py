@@ -118,6 +118,9 @@ class DataSection(_Section):
     missing_label_rate: float = Field(0.0, ge=0, le=1)
     label_noise_rate: float = Field(0.0, ge=0, le=1)
     validation_fraction: float = Field(0.0, ge=0, lt=1, description="training pool share held by the server")
+    validation_split: Literal["pooled", "per_group"] = Field(
+        "pooled", description="hold validation_fraction out of the whole pool or of each natural group"
+    )
     min_samples: int = Field(1, ge=0)
     modalities: list[str] | None = Field(
         None, description="use only these modalities (e.g. a unimodal baseline)"
@@ -180,6 +183,7 @@ class StrategySection(_Section):
     optimizer: Literal["sgd", "adam", "adamw"] = "sgd"
     momentum: float = Field(0.0, ge=0, lt=1)
     weight_decay: float = Field(0.0, ge=0)
+    max_grad_norm: float | None = Field(None, gt=0, description="clip each step's gradients to this L2 norm")
 
     @model_validator(mode="after")
     def _one_sampling_rule(self) -> StrategySection:

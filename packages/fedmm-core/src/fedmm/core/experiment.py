@@ -67,6 +67,8 @@ class SeedRun:
     progress: bool = False
     shared: Any = None
     arms: dict[str, _ArmInfo] = field(default_factory=dict)
+    # ``--data-path``: a user's copy of the benchmark's real data (benchmarks that take one).
+    data_path: Path | None = None
     budgets: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -147,6 +149,9 @@ class Benchmark:
     # Run each seed in a fresh Python process (a memory benchmark: what one seed leaves allocated
     # must not count in the next seed's figures). The records meet in the checkpoint folder.
     isolate_seeds: bool = False
+    # Whether ``--data-path DIR`` (a user's copy of the real data) is accepted; its use is part of
+    # a seed record's identity, so seeds run on different data never merge.
+    takes_data_path: bool = False
 
     def __call__(
         self,
@@ -158,8 +163,12 @@ class Benchmark:
         plots_dir: str | os.PathLike[str] | None = None,
         checkpoint: str | os.PathLike[str] | None = None,
         resume: bool = False,
+        data_path: str | os.PathLike[str] | None = None,
     ) -> dict[str, Any]:
         """Run every seed and aggregate.
+
+        ``data_path``: the folder of the benchmark's real data, for benchmarks that take one
+        (``takes_data_path``; the others refuse it).
 
         ``checkpoint``: a folder where each finished seed's record is saved
         (``seed-N.json``, with the commit, date and machine it ran on), so a run that stops —
@@ -176,6 +185,11 @@ class Benchmark:
         if mode not in MODES:
             raise ConfigError(f"unknown benchmark mode {mode!r}; use one of {MODES}")
         chosen = parse_seeds(seeds) if seeds is not None else self.default_seeds(mode)
+        if data_path is not None and not self.takes_data_path:
+            raise ConfigError(f"benchmark {self.name!r} reads no data folder; leave out --data-path")
+        data = Path(data_path).expanduser().resolve() if data_path is not None else None
+        if data is not None and not data.is_dir():
+            raise ConfigError(f"--data-path {data_path}: not a folder")
         if plots_dir is not None and not self.draws_plots:
             raise ConfigError(f"benchmark {self.name!r} draws no plots; leave out --plots")
         plots = Path(plots_dir) if plots_dir is not None else None
@@ -183,7 +197,9 @@ class Benchmark:
             plots.mkdir(parents=True, exist_ok=True)
         store = None
         if checkpoint is not None:
-            store = _SeedStore(Path(checkpoint), self.name, mode, self.protocol)
+            store = _SeedStore(
+                Path(checkpoint), self.name, mode, self.protocol, None if data is None else str(data)
+            )
         if resume and store is None:
             raise ConfigError("resume needs a checkpoint folder (--resume goes with -o FILE)")
         saved = store.load(chosen, resume=resume) if store is not None else {}
@@ -191,15 +207,20 @@ class Benchmark:
         start = time.perf_counter()
         todo = [s for s in chosen if s not in saved]
         done: dict[int, _SeedResult] = dict(saved)
+        if self.isolate_seeds and data is not None:
+            raise ConfigError(
+                f"benchmark {self.name!r} runs seeds in their own processes and takes no --data-path"
+            )
         if self.isolate_seeds and not _in_seed_process() and todo:
             with tempfile.TemporaryDirectory(prefix=f"fedmm-{self.name}-") as scratch:
                 own = store or _SeedStore(Path(scratch), self.name, mode, self.protocol)
                 for seed in bar(todo, enabled=progress, desc=f"{self.name} seeds", unit="seed"):
                     done[seed] = self._run_in_fresh_process(seed, mode, own)
             todo = []
-        shared = self.setup(SeedRun(todo[0], mode, plots, progress)) if self.setup and todo else None
+        first = SeedRun(todo[0], mode, plots, progress, data_path=data) if todo else None
+        shared = self.setup(first) if self.setup and first is not None else None
         for seed in bar(todo, enabled=progress, desc=f"{self.name} seeds", unit="seed"):
-            run = SeedRun(seed, mode, plots, progress, shared)
+            run = SeedRun(seed, mode, plots, progress, shared, data_path=data)
             record = dict(self.run_seed(run))
             clash = set(record) & set(run.budgets)
             if clash:
@@ -222,6 +243,8 @@ class Benchmark:
             "quick": mode != "full",
             "protocol": self.protocol,
         }
+        if data is not None:
+            out["data_path"] = str(data)
         out.update(summarize_seeds(records, chosen))
         out["unequal_budget"] = unequal_budgets(out, arms)
         if self.finish is not None:
@@ -277,10 +300,11 @@ def seed_process_main(argv: Sequence[str]) -> None:
 class _SeedStore:
     """One folder of per-seed records of one benchmark run (``seed-N.json``)."""
 
-    def __init__(self, folder: Path, name: str, mode: str, protocol: str) -> None:
+    def __init__(self, folder: Path, name: str, mode: str, protocol: str, data: str | None = None) -> None:
         if folder.exists() and not folder.is_dir():
             raise ConfigError(f"checkpoint {folder}: is a file; give a folder (or delete the file)")
         self.folder, self.name, self.mode, self.protocol = folder, name, mode, protocol
+        self.data = data  # the --data-path the seeds ran on (None: the benchmark's own data)
         self._meta: dict[int, dict[str, Any]] = {}
 
     def path(self, seed: int) -> Path:
@@ -303,7 +327,13 @@ class _SeedStore:
             try:
                 data = json.loads(path.read_text())
                 record, arms, meta = data["record"], data["arms"], data["meta"]
-                want = {"benchmark": self.name, "mode": self.mode, "protocol": self.protocol, "seed": seed}
+                want = {
+                    "benchmark": self.name,
+                    "mode": self.mode,
+                    "protocol": self.protocol,
+                    "seed": seed,
+                    "data_path": self.data,
+                }
                 got = {k: data.get(k) for k in want}
             except (OSError, ValueError, KeyError, TypeError) as exc:
                 raise ConfigError(
@@ -313,7 +343,8 @@ class _SeedStore:
             if got != want:
                 raise ConfigError(
                     f"checkpoint {path}: holds {got}, this run is {want}; "
-                    "a record of another benchmark, mode or protocol cannot be merged — move the folder away"
+                    "a record of another benchmark, mode, protocol or data cannot be merged; "
+                    "move the folder away"
                 )
             out[seed] = (
                 dict(record),
@@ -333,6 +364,7 @@ class _SeedStore:
             "mode": self.mode,
             "protocol": self.protocol,
             "seed": seed,
+            "data_path": self.data,
             # NaN stays NaN here (json's extension), so a resumed seed aggregates like a fresh one.
             "record": _plain(record),
             "arms": {n: {"group": a.group, "claims": sorted(a.claims)} for n, a in arms.items()},

@@ -67,7 +67,9 @@ class Federation:
     """Runs ``strategy`` over ``data`` starting from ``model``'s weights.
 
     The model is the working instance clients train in turn (its weights are overwritten each
-    client round); the global weights live as plain arrays.
+    client round); the global weights live as plain arrays. Every ``eval_every`` rounds the
+    global model is scored on the test set, and with ``eval_validation`` on the data's validation
+    split too (``val_accuracy``, ``val_f1_macro``, ...: for selecting a round by validation score).
     """
 
     def __init__(
@@ -79,9 +81,16 @@ class Federation:
         seed: int = 0,
         eval_every: int = 1,
         eval_batch_size: int = 512,
+        eval_validation: bool = False,
+        eval_per_modality: bool = True,
     ) -> None:
         if eval_every < 0:
             raise ConfigError(f"eval_every must be >= 0 (got {eval_every})")
+        if eval_validation and data.validation is None:
+            raise ConfigError(
+                "eval_validation=True needs a validation split: "
+                "federate the data with validation_fraction > 0"
+            )
         if strategy.min_clients > data.num_clients:
             # No selection can reach it: every round would be skipped and the run train nothing.
             raise ConfigError(
@@ -94,6 +103,10 @@ class Federation:
         self.seed = seed
         self.eval_every = eval_every
         self.eval_batch_size = eval_batch_size
+        # Also score the server's validation split at each evaluation (``val_*`` metrics).
+        self.eval_validation = eval_validation
+        # Also score each modality alone on the test set (``accuracy/<m>``: one pass per modality).
+        self.eval_per_modality = eval_per_modality
         self.groups = model_groups(model)
         # A technique that needs what this model lacks would drop every client it plans for.
         strategy.check_model(list(self.groups), [m.name for m in data.modalities])

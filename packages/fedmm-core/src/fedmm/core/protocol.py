@@ -82,6 +82,7 @@ class TrainPlan:
       trains a shallower model (layer-wise growth, lighter models for weak clients). Deeper
       layer groups do not exist for the client this round: they are not sent, trained or
       uploaded. The server evaluates at the deepest depth of the round's plans.
+    - ``max_grad_norm``: clip each step's gradients to this L2 norm (None: no clipping).
     - ``lr_by_group``: group pattern → learning rate of the trainable groups it names (e.g.
       ``{"encoder.*": 1e-4, "head": 3e-3}``); where several patterns name a group the last one
       listed gives its rate, and trainable groups no pattern names use ``lr``. Each pattern must
@@ -102,6 +103,7 @@ class TrainPlan:
     optimizer: Optimizer = "sgd"
     momentum: float = 0.0
     weight_decay: float = 0.0
+    max_grad_norm: float | None = None
     lr_by_group: Mapping[str, float] = field(default_factory=dict)
     loss_weights: Mapping[str, float] = field(default_factory=dict)
     extra: Mapping[str, Any] = field(default_factory=dict)
@@ -574,6 +576,7 @@ class Strategy:
         optimizer: Optimizer = "sgd",
         momentum: float = 0.0,
         weight_decay: float = 0.0,
+        max_grad_norm: float | None = None,
         server_optimizer: ServerOptimizer | None = None,
     ) -> None:
         self.techniques = list(techniques)
@@ -599,9 +602,14 @@ class Strategy:
             optimizer=optimizer,
             momentum=momentum,
             weight_decay=weight_decay,
+            max_grad_norm=max_grad_norm,
         )
         if local_epochs < 1 or batch_size < 1 or lr <= 0:
             raise ConfigError("local_epochs and batch_size must be >= 1 and lr > 0")
+        if weight_decay < 0:
+            raise ConfigError(f"weight_decay must be >= 0 (got {weight_decay})")
+        if max_grad_norm is not None and not max_grad_norm > 0:
+            raise ConfigError(f"max_grad_norm must be > 0 or None for no clipping (got {max_grad_norm})")
 
     def sample_size(self, num_clients: int) -> int:
         if self.clients_per_round is not None:

@@ -171,11 +171,27 @@ def commit(fed: Federation, results: list[ClientResult], arrays: GroupedArrays) 
 
 
 def evaluate_global(fed: Federation, server: ServerCost) -> dict[str, float]:
-    """Test-set metrics of the global model (at the depth the round's plans reached)."""
+    """Test-set metrics of the global model (at the depth the round's plans reached), and with
+    ``fed.eval_validation`` its metrics on the server's validation split as ``val_<metric>``
+    (model selection by a validation score needs it every round)."""
     t0 = time.perf_counter()
+    model = fed.model_with(fed.global_arrays)
     out = evaluate(
-        fed.model_with(fed.global_arrays), fed.data.test, fed.data.num_classes, batch_size=fed.eval_batch_size
+        model,
+        fed.data.test,
+        fed.data.num_classes,
+        batch_size=fed.eval_batch_size,
+        per_modality=fed.eval_per_modality,
     )
+    if fed.eval_validation and fed.data.validation is not None:
+        val = evaluate(
+            model,
+            fed.data.validation,
+            fed.data.num_classes,
+            batch_size=fed.eval_batch_size,
+            per_modality=False,
+        )
+        out.update({f"val_{k}": v for k, v in val.items()})
     server.eval_seconds = time.perf_counter() - t0
     return out
 

@@ -64,6 +64,7 @@ def build_dataset(cfg: RunConfig, progress: bool = True) -> FederatedDataset:
         missing_label_rate=d.missing_label_rate,
         label_noise_rate=d.label_noise_rate,
         validation_fraction=d.validation_fraction,
+        validation_split=d.validation_split,
         min_samples=d.min_samples,
         seed=cfg.run.seed,
         only_modalities=d.modalities,
@@ -110,6 +111,7 @@ def build_strategy(cfg: RunConfig, progress: bool = True) -> Strategy:
         optimizer=s.optimizer,
         momentum=s.momentum,
         weight_decay=s.weight_decay,
+        max_grad_norm=s.max_grad_norm,
         server_optimizer=server,
     )
 

@@ -158,7 +158,11 @@ class _Adaptive(ServerOptimizer):
 
 
 class FedAdam(_Adaptive):
-    """``v ← β2 v + (1 − β2) Δ²`` (FedMultimodal's "FedOpt")."""
+    """``v ← β2 v + (1 − β2) Δ²``.
+
+    FedMultimodal's "FedOpt" is not this: its code steps the server with SGD and momentum 0.9
+    (lr 0.025 on the update divided by the client lr 0.05), i.e. ``FedAvgM(server_lr=0.5)``.
+    """
 
     name = "fedadam"
 

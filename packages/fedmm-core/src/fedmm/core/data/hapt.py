@@ -56,15 +56,17 @@ import json
 import logging
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
+from fedmm.core.arguments import choice
 from fedmm.core.console import bar
 from fedmm.core.data.cache import cache_dir, save_npz_atomic
 from fedmm.core.data.probe import linear_probe
 from fedmm.core.data.safe_pickle import frame_columns, safe_load_path
 from fedmm.core.data.types import CentralDataset, ModalitySpec, SampleSet
+from fedmm.core.data.windows import window_normalize
 from fedmm.core.errors import DataError, DataFileError, MissingDependencyError
 
 log = logging.getLogger("fedmm")
@@ -220,6 +222,30 @@ def windows(
     return np.concatenate(parts), np.concatenate(classes), np.concatenate(subjects)
 
 
+GRAVITY_CUTOFF_HZ = 0.3  # UCI-HAR's gravity / body-acceleration separation
+
+
+def body_acceleration(signals: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    """``signals`` (``CHANNELS`` order) with the accelerometer's gravity removed.
+
+    UCI-HAR separated gravity with a 0.3 Hz Butterworth low-pass filter; here gravity is the
+    output of a 3rd-order Butterworth low-pass at that cutoff run forwards and backwards (zero
+    phase) over each contiguous recording segment, and body acceleration is the rest. UCI-HAR's
+    other filters (median, 20 Hz noise low-pass) are not applied: the signals stay raw otherwise.
+    """
+    from scipy.signal import butter, sosfiltfilt
+
+    sos = butter(3, GRAVITY_CUTOFF_HZ, btype="low", fs=SAMPLE_RATE_HZ, output="sos")
+    out = signals.copy()
+    for r in range(offsets.shape[0] - 1):
+        seg = signals[offsets[r] : offsets[r + 1], :3].astype(np.float64)
+        if seg.shape[0] <= 3 * (2 * sos.shape[0] + 1):  # too short to filter: no window fits it anyway
+            out[offsets[r] : offsets[r + 1], :3] = seg - seg.mean(axis=0, keepdims=True)
+            continue
+        out[offsets[r] : offsets[r + 1], :3] = seg - sosfiltfilt(sos, seg, axis=0)
+    return out
+
+
 def load_central(
     *,
     window: int = 128,
@@ -229,23 +255,40 @@ def load_central(
     cache: Path | None = None,
     progress: bool = True,
     rebuild: bool = False,
+    acc_source: Literal["total", "body"] = "total",
+    window_norm: bool = False,
 ) -> CentralDataset:
-    """Windowed HAPT with the subject-wise UCI-HAR split (see the module docstring)."""
+    """Windowed HAPT with the subject-wise UCI-HAR split (see the module docstring).
+
+    ``acc_source="body"``: the accelerometer less its gravity (see :func:`body_acceleration`),
+    as UCI-HAR's ``body_acc``. ``window_norm``: each window's channels z-scored by their own
+    mean and std instead of ``standardize``'s training statistics (FedMultimodal's preprocessing).
+    """
+    choice("hapt", "acc_source", acc_source, ("total", "body"))
     if window < 2 or stride < 1:
         raise DataError(f"window must be >= 2 and stride >= 1, got {window} and {stride}")
     path = build(cache=cache, progress=progress, rebuild=rebuild)
     raw = _load_cache(path)
+    if acc_source == "body":
+        raw = dict(raw, signals=body_acceleration(raw["signals"], raw["offsets"]))
     x, y, subj = windows(raw, window, stride)
     test = np.isin(subj, np.asarray(test_subjects, dtype=np.int64))
     if test.all() or not test.any():
         raise DataError(f"test_subjects {list(test_subjects)} leave an empty train or test split")
-    if standardize:
+    if window_norm:
+        x = window_normalize(x)
+    elif standardize:
         mean = x[~test].mean(axis=(0, 1), keepdims=True, dtype=np.float64).astype(np.float32)
         std = (x[~test].std(axis=(0, 1), keepdims=True, dtype=np.float64) + 1e-6).astype(np.float32)
         x = (x - mean) / std
     modalities = (
         ModalitySpec(
-            "acc", (window, 3), "sequence", "smartphone accelerometer x/y/z (g, incl. gravity), 50 Hz"
+            "acc",
+            (window, 3),
+            "sequence",
+            "smartphone accelerometer x/y/z (g, "
+            + ("incl. gravity" if acc_source == "total" else "gravity removed: body acceleration")
+            + "), 50 Hz",
         ),
         ModalitySpec("gyro", (window, 3), "sequence", "smartphone gyroscope x/y/z (rad/s), 50 Hz"),
     )
@@ -259,6 +302,8 @@ def load_central(
         "sample_rate_hz": SAMPLE_RATE_HZ,
         "window": window,
         "stride": stride,
+        "acc_source": acc_source,
+        "normalisation": "window" if window_norm else ("train" if standardize else "none"),
         "test_subjects": sorted(int(s) for s in np.unique(subj[test])),
         "train_subjects": sorted(int(s) for s in np.unique(subj[~test])),
     }

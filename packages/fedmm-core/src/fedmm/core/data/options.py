@@ -52,6 +52,9 @@ RESERVED: dict[str, str] = {
             "missing_label_rate",
             "label_noise_rate",
             "validation_fraction",
+            "validation_split",
+            "subclients",
+            "client_missing_rate",
             "min_samples",
         )
     },
@@ -123,10 +126,11 @@ class UciHarOptions(_Options):
     path: PathLike
     acc_source: Literal["total", "body"] = "total"
     standardize: StrictBool = True
+    window_norm: StrictBool = False
 
 
-class HaptOptions(_Options):
-    """Options of ``hapt`` (:func:`fedmm.core.data.hapt.load_central`)."""
+class _HaptWindows(_Options):
+    """The options ``hapt`` and ``hapt-views`` share."""
 
     window: Annotated[StrictInt, Field(ge=2)] = 128
     stride: Count = 64
@@ -139,8 +143,15 @@ class HaptOptions(_Options):
     rebuild: StrictBool = False
 
 
-class HaptViewsOptions(HaptOptions):
-    """Options of ``hapt-views`` (:func:`fedmm.core.data.hapt_views.load_central`): hapt's."""
+class HaptOptions(_HaptWindows):
+    """Options of ``hapt`` (:func:`fedmm.core.data.hapt.load_central`)."""
+
+    acc_source: Literal["total", "body"] = "total"
+    window_norm: StrictBool = False
+
+
+class HaptViewsOptions(_HaptWindows):
+    """Options of ``hapt-views`` (:func:`fedmm.core.data.hapt_views.load_central`): hapt's windows."""
 
 
 class AvDigitsOptions(_Options):

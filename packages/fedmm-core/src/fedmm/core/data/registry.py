@@ -174,6 +174,7 @@ def federate(
     incomplete_fraction: float = 0.0,
     subclients: int = 5,
     client_missing_rate: float = 0.0,
+    validation_split: Literal["pooled", "per_group"] = "pooled",
 ) -> FederatedDataset:
     """Split ``central.train`` over clients and apply the simulation knobs.
 
@@ -183,16 +184,31 @@ def federate(
     none is dropped (``metadata["clients_dropped_no_modality"]``).
 
     ``validation_fraction`` of the training pool is held out for the server (never given to a
-    client). The knobs change shared columns once (O(samples)), never per-client copies.
+    client): drawn from the whole pool (``validation_split="pooled"``) or the same fraction from
+    each natural group (``"per_group"``, FedMultimodal's dev split: 20 % of each subject's
+    windows). The knobs change shared columns once (O(samples)), never per-client copies.
     """
     rng = np.random.default_rng(seed)
     train = central.train
     groups = central.train_groups
     validation: SampleSet | None = None
+    if validation_split not in ("pooled", "per_group"):
+        raise ConfigError(f"unknown validation_split {validation_split!r}; use 'pooled' or 'per_group'")
+    if validation_split == "per_group" and validation_fraction and groups is None:
+        raise ConfigError(
+            f"validation_split='per_group' needs natural groups, which {central.name!r} has none of; "
+            "use validation_split='pooled'"
+        )
     if validation_fraction:
         P.check_rate("validation_fraction", validation_fraction)
         held = np.zeros(len(train), dtype=bool)
-        held[rng.permutation(len(train))[: round(validation_fraction * len(train))]] = True
+        if validation_split == "pooled":
+            held[rng.permutation(len(train))[: round(validation_fraction * len(train))]] = True
+        else:
+            assert groups is not None
+            for g in np.unique(groups):
+                members = np.flatnonzero(groups == g)
+                held[rng.permutation(members)[: int(validation_fraction * members.shape[0])]] = True
         validation = train.take(np.flatnonzero(held))
         keep = np.flatnonzero(~held)
         train = train.take(keep)

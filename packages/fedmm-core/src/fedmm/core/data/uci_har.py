@@ -19,7 +19,10 @@ Modalities: ``acc`` ``(128, 3)`` and ``gyro`` ``(128, 3)`` (kind ``sequence``). 
 direction is what separates sitting/standing/laying); ``acc_source="body"`` selects the
 gravity-free body acceleration instead. ``gyro`` is ``body_gyro``. Labels 1..6 become classes
 0..5; ``train_groups`` is the subject id of each training window (21 train / 9 test subjects).
-Channels are standardised with training statistics unless ``standardize=False``.
+Channels are standardised with training statistics unless ``standardize=False``;
+``window_norm=True`` instead z-scores each window's channels by their own mean and std (eps
+1e-5), FedMultimodal's preprocessing (no statistics shared across windows, so none leak from
+the training split).
 
 Malformed input raises :class:`~fedmm.core.errors.DataFileError` naming the file and the 1-based
 line: missing files, a line without exactly 128 values, a non-numeric token, a label outside 1..6,
@@ -37,6 +40,7 @@ from fedmm.core.arguments import choice
 from fedmm.core.data.cache import read_text
 from fedmm.core.data.hapt import CLASS_NAMES  # the same six UCI activities
 from fedmm.core.data.types import CentralDataset, ModalitySpec, SampleSet
+from fedmm.core.data.windows import window_normalize
 from fedmm.core.errors import DataFileError
 
 NAME = "uci-har"
@@ -163,13 +167,19 @@ def load_central(
     *,
     acc_source: Literal["total", "body"] = "total",
     standardize: bool = True,
+    window_norm: bool = False,
 ) -> CentralDataset:
-    """Load UCI-HAR from ``path``, the ``UCI HAR Dataset/`` folder or its parent (see the module doc)."""
+    """Load UCI-HAR from ``path``, the ``UCI HAR Dataset/`` folder or its parent (see the module doc).
+
+    ``window_norm`` replaces ``standardize``'s training statistics by each window's own.
+    """
     choice("uci-har", "acc_source", acc_source, ("total", "body"))  # before any file is read
     base = resolve_root(path)
     tr_acc, tr_gyro, tr_y, tr_s = read_split(base, "train", acc_source)
     te_acc, te_gyro, te_y, te_s = read_split(base, "test", acc_source)
-    if standardize:
+    if window_norm:
+        tr_acc, te_acc, tr_gyro, te_gyro = map(window_normalize, (tr_acc, te_acc, tr_gyro, te_gyro))
+    elif standardize:
         for tr, te in ((tr_acc, te_acc), (tr_gyro, te_gyro)):
             mean = tr.mean(axis=(0, 1), keepdims=True, dtype=np.float64)
             std = tr.std(axis=(0, 1), keepdims=True, dtype=np.float64) + 1e-6
@@ -186,6 +196,7 @@ def load_central(
     meta: dict[str, Any] = {
         "source": str(base),
         "acc_source": acc_source,
+        "normalisation": "window" if window_norm else ("train" if standardize else "none"),
         "train_subjects": sorted(int(s) for s in np.unique(tr_s)),
         "test_subjects": sorted(int(s) for s in np.unique(te_s)),
     }

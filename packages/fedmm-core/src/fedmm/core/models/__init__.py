@@ -9,6 +9,7 @@ from fedmm.core.models.encoders import (
     TransformerStackEncoder,
     build_encoder,
 )
+from fedmm.core.models.har import ConvGRUEncoder, TokenAttentionFusion, fedmultimodal_har
 from fedmm.core.models.model import (
     AttentionFusion,
     ConcatFusion,
@@ -28,17 +29,20 @@ __all__ = [
     "CNNEncoder",
     "ConcatFusion",
     "Conv1dEncoder",
+    "ConvGRUEncoder",
     "EmbeddingClassifier",
     "LSTMEncoder",
     "LayeredEncoder",
     "MLPEncoder",
     "ModelOutput",
     "MultimodalModel",
+    "TokenAttentionFusion",
     "TransformerStackEncoder",
     "absent_groups",
     "build_encoder",
     "deepest",
     "expand_groups",
+    "fedmultimodal_har",
     "late_fusion",
     "layered_encoders",
     "set_depth",
