@@ -219,8 +219,8 @@ def test_run_rejects_bad_seeds(
         (
             "strategy.lrr=0.1",
             "--set strategy.lrr=0.1: [strategy] has no field 'lrr'; valid fields: batch_size, beta1, "
-            "beta2, clients_per_round, fraction, local_epochs, lr, min_clients, momentum, name, optimizer, "
-            "server_lr, server_momentum, tau, weight_decay",
+            "beta2, clients_per_round, fraction, local_epochs, lr, max_grad_norm, min_clients, momentum, "
+            "name, optimizer, server_lr, server_momentum, tau, weight_decay",
         ),
         (
             "strat.lr=0.1",

@@ -129,6 +129,32 @@ class UciHarOptions(_Options):
     window_norm: StrictBool = False
 
 
+class PtbXlOptions(_Options):
+    """Options of ``ptb-xl`` (:func:`fedmm.core.data.ptbxl.load_central`)."""
+
+    path: PathLike
+    sampling_rate: Literal[100, 500] = 100
+    test_fold: Annotated[StrictInt, Field(ge=1, le=10)] = 10
+    min_site_records: Count = 10
+    min_likelihood: Annotated[Number, Field(ge=0, le=100)] = 100.0
+    window_norm: StrictBool = True
+    progress: StrictBool = True
+
+
+class KuHarOptions(_Options):
+    """Options of ``ku-har`` (:func:`fedmm.core.data.ku_har.load_central`)."""
+
+    path: PathLike
+    classes: Literal["fedmultimodal", "all"] = "fedmultimodal"
+    window: Annotated[StrictInt, Field(ge=2)] = 128
+    stride: Count | None = None
+    downsample: Count = 2
+    test_fold: Annotated[StrictInt, Field(ge=0, le=4)] = 0
+    exclude_subjects: tuple[StrictInt, ...] = (1101,)
+    window_norm: StrictBool = True
+    progress: StrictBool = True
+
+
 class _HaptWindows(_Options):
     """The options ``hapt`` and ``hapt-views`` share."""
 
@@ -200,6 +226,8 @@ class CaptionsOptions(_Options):
 OPTIONS: dict[str, type[_Options]] = {
     "synthetic": SyntheticOptions,
     "uci-har": UciHarOptions,
+    "ptb-xl": PtbXlOptions,
+    "ku-har": KuHarOptions,
     "hapt": HaptOptions,
     "hapt-views": HaptViewsOptions,
     "av-digits": AvDigitsOptions,

@@ -64,6 +64,18 @@ BUILTIN: dict[str, DatasetInfo] = {
             needs_path=True,
         ),
         DatasetInfo(
+            "ptb-xl",
+            "fedmm.core.data.ptbxl:load_central",
+            "PTB-XL 12-lead ECG from a local folder: limb vs chest leads, split by site (path=...)",
+            needs_path=True,
+        ),
+        DatasetInfo(
+            "ku-har",
+            "fedmm.core.data.ku_har:load_central",
+            "KU-HAR smartphone accelerometer + gyroscope from a local folder, split by subject (path=...)",
+            needs_path=True,
+        ),
+        DatasetInfo(
             "captions",
             "fedmm.core.data.captions:load_central",
             "image-caption folder (CUB/Flowers text_c10 layout or COCO captions JSON) (path=...)",
