@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fedmm.core.data.partition import missing_modalities
 from fedmm.core.data.types import MISSING_LABEL, SampleSet
 
 
@@ -80,15 +81,12 @@ def drop_modalities(present: np.ndarray, rate: float, rng: np.random.Generator) 
     """``present`` with each (sample, modality) entry switched off with probability ``rate``.
 
     A sample left with no modality gets one of its present ones back, chosen at random: the curve
-    measures a model that sees less, not one asked to classify nothing.
+    measures a model that sees less, not one asked to classify nothing. The drawing is the
+    ``missing_rate`` knob's (:func:`fedmm.core.data.partition.missing_modalities`).
     """
     if not 0.0 <= rate < 1.0:
         raise ValueError(f"missing rate must lie in [0, 1), got {rate}")
-    kept = present & (rng.random(present.shape) >= rate)
-    empty = np.flatnonzero(~kept.any(axis=1) & present.any(axis=1))
-    for i in empty:
-        kept[i, rng.choice(np.flatnonzero(present[i]))] = True
-    return kept
+    return missing_modalities(present, rate, rng)
 
 
 def missing_modality_curve(

@@ -190,6 +190,10 @@ class Benchmark:
         data = Path(data_path).expanduser().resolve() if data_path is not None else None
         if data is not None and not data.is_dir():
             raise ConfigError(f"--data-path {data_path}: not a folder")
+        if self.isolate_seeds and data is not None:
+            raise ConfigError(
+                f"benchmark {self.name!r} runs seeds in their own processes and takes no --data-path"
+            )
         if plots_dir is not None and not self.draws_plots:
             raise ConfigError(f"benchmark {self.name!r} draws no plots; leave out --plots")
         plots = Path(plots_dir) if plots_dir is not None else None
@@ -207,10 +211,6 @@ class Benchmark:
         start = time.perf_counter()
         todo = [s for s in chosen if s not in saved]
         done: dict[int, _SeedResult] = dict(saved)
-        if self.isolate_seeds and data is not None:
-            raise ConfigError(
-                f"benchmark {self.name!r} runs seeds in their own processes and takes no --data-path"
-            )
         if self.isolate_seeds and not _in_seed_process() and todo:
             with tempfile.TemporaryDirectory(prefix=f"fedmm-{self.name}-") as scratch:
                 own = store or _SeedStore(Path(scratch), self.name, mode, self.protocol)

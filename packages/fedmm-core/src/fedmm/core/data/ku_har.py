@@ -108,23 +108,26 @@ def _is_number(token: str) -> bool:
     return True
 
 
-def _class_folders(root: Path, classes: str) -> list[Path]:
-    found: dict[str, Path] = {}
+def _class_folders(root: Path, classes: str) -> list[tuple[str, Path]]:
+    """The chosen activity folders in class order, each with its activity name (lower case)."""
+    found: dict[str, tuple[int, str, Path]] = {}  # folder name -> (class id, activity, folder)
     for p in sorted(root.iterdir()):
         if not p.is_dir():
             continue
-        if not _CLASS_DIR.match(p.name):
+        m = _CLASS_DIR.match(p.name)
+        if m is None:
             raise DataFileError(p, "activity folder must be named '<class id>.<activity>', e.g. '0.Stand'")
-        found[p.name] = p
+        found[p.name] = (int(m.group(1)), m.group(2).lower(), p)
     if classes == "fedmultimodal":
         missing = [c for c in FEDMULTIMODAL_CLASSES if c not in found]
         if missing:
             raise DataFileError(
                 root, f"missing activity folder(s) {missing} (classes='fedmultimodal' needs them)"
             )
-        return [found[c] for c in FEDMULTIMODAL_CLASSES]
-    match = {n: _CLASS_DIR.match(n) for n in found}
-    return [found[n] for n in sorted(found, key=lambda n: int(match[n].group(1)))]  # type: ignore[union-attr]
+        chosen = [found[c] for c in FEDMULTIMODAL_CLASSES]
+    else:
+        chosen = sorted(found.values(), key=lambda f: f[0])
+    return [(activity, folder) for _, activity, folder in chosen]
 
 
 def load_central(
@@ -150,7 +153,7 @@ def load_central(
     xs: list[np.ndarray] = []
     ys: list[np.ndarray] = []
     subjects: list[np.ndarray] = []
-    files = [(k, f) for k, folder in enumerate(folders) for f in sorted(folder.glob("*.csv"))]
+    files = [(k, f) for k, (_, folder) in enumerate(folders) for f in sorted(folder.glob("*.csv"))]
     if not files:
         raise DataFileError(root, "no recording files (*.csv) in the activity folders")
     for k, f in bar(files, enabled=progress, desc="ku-har: reading recordings", leave=False):
@@ -177,9 +180,9 @@ def load_central(
     if window_norm:
         x = window_normalize(x)
     ids = np.unique(subj)  # sorted
-    folds = np.array_split(ids, FOLDS)
     if len(ids) < FOLDS:
         raise DataError(f"ku-har: {len(ids)} subjects cannot form {FOLDS} subject folds")
+    folds = np.array_split(ids, FOLDS)
     test = np.isin(subj, folds[test_fold])
     modalities = (
         ModalitySpec(
@@ -210,7 +213,7 @@ def load_central(
         num_classes=len(folders),
         train=subset(~test),
         test=subset(test),
-        class_names=tuple(_CLASS_DIR.match(f.name).group(2).lower() for f in folders),  # type: ignore[union-attr]
+        class_names=tuple(activity for activity, _ in folders),
         train_groups=subj[~test],
         metadata=meta,
     )

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import ast
 import csv
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
@@ -170,7 +171,7 @@ def load_central(
     classes = diagnostic_classes(root / STATEMENTS)
     column = "filename_lr" if sampling_rate == 100 else "filename_hr"
     db = root / DATABASE
-    kept: list[tuple[str, int, str | None, bool]] = []  # filename, class, site, is_test
+    kept: list[tuple[str, int, int | None, bool]] = []  # filename, class, site, is_test
     none = several = 0
     for line, row in _rows(db, ("ecg_id", "scp_codes", "strat_fold", "site", column)):
         codes = parse_scp_codes(row["scp_codes"], db, line)
@@ -188,11 +189,10 @@ def load_central(
             several += 1
             continue
         site = row["site"].strip()
-        site_id = None if site in ("", "nan") else str(int(float(site)))
+        site_id = None if site in ("", "nan") else int(float(site))
         kept.append((row[column].strip(), SUPERCLASSES.index(supers.pop()), site_id, fold == test_fold))
-    train_sites = [s for _, _, s, test in kept if not test and s is not None]
-    counts = {s: train_sites.count(s) for s in set(train_sites)}
-    use = [r for r in kept if r[3] or (r[2] is not None and counts.get(r[2], 0) >= min_site_records)]
+    counts = Counter(s for _, _, s, test in kept if not test and s is not None)
+    use = [r for r in kept if r[3] or (r[2] is not None and counts[r[2]] >= min_site_records)]
     if not any(r[3] for r in use) or all(r[3] for r in use):
         raise DataFileError(db, f"test_fold={test_fold} leaves an empty train or test split")
     limb: list[np.ndarray] = []
@@ -222,7 +222,7 @@ def load_central(
     def subset(mask: np.ndarray) -> SampleSet:
         return SampleSet(modalities, {"limb": x_limb[mask], "chest": x_chest[mask]}, labels[mask])
 
-    sites = np.array([int(r[2]) for r in use if not r[3]], dtype=np.int64)  # type: ignore[arg-type]
+    sites = np.array([r[2] for r in use if not r[3]], dtype=np.int64)
     meta: dict[str, Any] = {
         "source": str(root),
         "sampling_rate_hz": sampling_rate,
