@@ -13,6 +13,7 @@ The rules behind the table: ``docs/architecture.md`` ("Which techniques combine"
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import math
 import tomllib
@@ -125,10 +126,12 @@ def _run(
     histories: list[Any] | None = None,
     rounds: int = 2,
     arguments: dict[str, dict[str, Any]] | None = None,
+    default_device: str | None = None,
 ) -> str:
     """'ran' or 'refused: <message>' (the run's history is appended to ``histories``); with
     ``rounds=0`` only the strategy, the model and the federation are built. Techniques take their
-    defaults, or their ``arguments`` (name → keyword arguments)."""
+    defaults, or their ``arguments`` (name → keyword arguments). ``default_device`` is torch's
+    default device while the rounds run (not while the model is built)."""
     data = datasets.load(
         "synthetic",
         clients=6,
@@ -154,7 +157,8 @@ def _run(
         fed = Federation(model, data, strategy, seed=0)
         if rounds == 0:
             return "built"
-        history = fed.run(rounds, progress=False, engine=engine)
+        with torch.device(default_device) if default_device else contextlib.nullcontext():
+            history = fed.run(rounds, progress=False, engine=engine)
     except ConfigError as exc:
         return f"refused: {exc}"
     for r in history.rounds:
@@ -312,3 +316,31 @@ METHODS = [n for n in REGISTERED if n not in ALGORITHMS]
 def test_triples_run_or_refuse_as_documented(triple: tuple[str, str, str]) -> None:
     # A triple refuses exactly when one of its pairs does, with one of those pairs' errors.
     _check(triple, _run(triple))
+
+
+@pytest.mark.parametrize("name", REGISTERED)
+def test_each_technique_allocates_on_its_inputs_device(name: str) -> None:
+    # With "meta" as torch's default device, any tensor made without naming its device (the way
+    # a CUDA run breaks: a CPU tensor met by CUDA weights) is a meta tensor that fails the first
+    # operator it meets with real data; a technique that allocates where its inputs live gives
+    # the same numbers as without (to float noise: the device mode reroutes torch's dispatch).
+    runs: list[Any] = []
+    assert _run((name,), histories=runs) == "ran"
+    assert _run((name,), histories=runs, default_device="meta") == "ran"
+    plain, meta = runs
+    for a, b in zip(plain.rounds, meta.rounds, strict=True):
+        for key in ("accuracy", "loss", "train_loss"):
+            assert abs(a[key] - b[key]) <= 1e-5, (name, a["round"], key, a[key], b[key])
+
+
+NEEDS_GPU = pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs a CUDA GPU (run tools/device_check.py on one)"
+)
+
+
+@NEEDS_GPU
+@pytest.mark.parametrize("name", REGISTERED)
+def test_each_technique_runs_on_the_gpu(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The matrix recipe with the default device ("auto") pinned to the GPU: every client trains.
+    monkeypatch.setenv("FEDMM_DEVICE", "cuda")
+    assert _run((name,)) == "ran"

@@ -117,7 +117,8 @@ def test_wrong_shape_update_is_dropped(
         return result
 
     monkeypatch.setattr(F, "client_round", bad_round)
-    fed = Federation(small_model, small_data, FedAvg(), seed=0)
+    # One client at a time: the engine's sequential path is the one that calls client_round.
+    fed = Federation(small_model, small_data, FedAvg(), seed=0, batch_clients=False)
     history = fed.run(1, progress=False)
     assert history.rounds[0]["dropped"] == 1
 

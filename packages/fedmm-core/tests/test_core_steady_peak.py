@@ -14,7 +14,7 @@ import torch
 from fedmm.core import TrainPlan, datasets
 from fedmm.core import client as client_module
 from fedmm.core.arrays import get_arrays
-from fedmm.core.client import StepMeter, _train_step, client_round
+from fedmm.core.client import StepMeter, client_round, train_step
 from fedmm.core.data.types import MISSING_LABEL, FederatedDataset
 from fedmm.core.ledger import ClientCost
 from fedmm.core.measure import StepMeasurement, measure_step
@@ -49,7 +49,7 @@ def _hand_peaks(data: FederatedDataset, optimizer: str) -> list[int]:
     for batch in batches:
         labelled = batch.labels != MISSING_LABEL
         with measure_step() as m:
-            _train_step(model, batch, None, labelled, int(labelled.sum()), (), None, {}, opt)
+            train_step(model, batch, None, labelled, int(labelled.sum()), (), None, {}, opt)
         peaks.append(m.peak_bytes)
     return peaks
 

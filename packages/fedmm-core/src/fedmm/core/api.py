@@ -28,6 +28,8 @@ Groups of names (see ``docs/architecture.md``, "The technique-author API"):
   across clients (count-weighted, keeping last round's value for a class nobody reported).
 - **Measured cost**: :func:`measure_train_step` (the FLOPs the ledger charges a client for one
   step), :func:`measure_step` for any other block, and the ledger's records.
+- **Devices**: :func:`module_device` (where a model's weights are: what a hook allocates or
+  moves a host tensor to) and :func:`resolve_device`.
 - **Shared maths**: Shapley values, CKA weights, the CLIP loss.
 - **Running a federation** (for a technique's environments and examples, e.g. FlexMod's gymnasium
   env): :class:`Federation`, :class:`FedAvg`, :class:`Strategy`, :class:`History`, and
@@ -65,6 +67,7 @@ from fedmm.core.data.types import (
     ModalitySpec,
     SampleSet,
 )
+from fedmm.core.devices import module_device, resolve_device
 from fedmm.core.embeddings import collect_embeddings, modality_prototypes
 from fedmm.core.errors import ArgumentError, ConfigError, DataError, FedmmError
 from fedmm.core.evaluate import predict
@@ -183,6 +186,7 @@ __all__ = [
     "modality_of",
     "modality_prototypes",
     "model_groups",
+    "module_device",
     "nearest_prototype_accuracy",
     "number",
     "of_modality",
@@ -194,6 +198,7 @@ __all__ = [
     "predict",
     "prototype_quality",
     "python_only",
+    "resolve_device",
     "set_arrays",
     "shapley_values",
     "update_prototypes",

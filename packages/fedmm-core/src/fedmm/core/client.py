@@ -12,6 +12,7 @@ import contextlib
 import time
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -21,6 +22,7 @@ from torch import nn
 
 from fedmm.core.arrays import GroupedArrays, get_arrays, model_groups, nbytes, set_arrays
 from fedmm.core.data.types import MISSING_LABEL, Batch, ClientData, ModalitySpec
+from fedmm.core.devices import module_device
 from fedmm.core.errors import ConfigError, FedmmError
 from fedmm.core.groups import expand_groups, modality_of
 from fedmm.core.ledger import ClientCost
@@ -80,7 +82,7 @@ def group_lrs(plan: TrainPlan, groups: Sequence[str]) -> dict[str, float]:
     return lrs
 
 
-def _make_optimizer(params: list[tuple[nn.Parameter, float]], plan: TrainPlan) -> torch.optim.Optimizer:
+def make_optimizer(params: list[tuple[nn.Parameter, float]], plan: TrainPlan) -> torch.optim.Optimizer:
     """The plan's optimiser over ``params`` (each with its learning rate): one parameter group per
     distinct rate, in order of first appearance."""
     by_lr: dict[float, list[nn.Parameter]] = {}
@@ -94,21 +96,44 @@ def _make_optimizer(params: list[tuple[nn.Parameter, float]], plan: TrainPlan) -
     return torch.optim.AdamW(groups, lr=plan.lr, weight_decay=plan.weight_decay)
 
 
-def _steps(data: ClientData, combo: Combination, plan: TrainPlan, gen: torch.Generator) -> Iterator[Batch]:
+def plan_steps(
+    data: ClientData, combo: Combination, plan: TrainPlan, gen: torch.Generator, device: torch.device
+) -> Iterator[Batch]:
+    """The batches of one combination's steps, on ``device``. The order is drawn on the host
+    from the client's generator, so it is the same on every device."""
     if combo.steps is None:
         for _ in range(plan.local_epochs):
-            yield from data.batches(plan.batch_size, gen)
+            for batch in data.batches(plan.batch_size, gen):
+                yield batch.to(device, non_blocking=True)
         return
     done = 0
     while done < combo.steps:
         for batch in data.batches(plan.batch_size, gen):
-            yield batch
+            yield batch.to(device, non_blocking=True)
             done += 1
             if done >= combo.steps:
                 return
 
 
-def client_round(
+@dataclass
+class ClientSetup:
+    """A client's round after its download and ``prepare`` hooks, before any step: what the
+    training loop (one client's, or the batched engine's for many) and :func:`finish_round` need.
+    The working model holds the client's starting weights, with ``params`` trainable."""
+
+    start: float
+    plan: TrainPlan
+    data: ClientData
+    cost: ClientCost
+    cctx: ClientContext
+    new_state: dict[str, np.ndarray]
+    names: list[str]
+    trainable: tuple[str, ...]
+    params: list[tuple[str, nn.Parameter, float]]  # (key, parameter, learning rate)
+    device: torch.device
+
+
+def begin_round(
     model: nn.Module,
     global_arrays: GroupedArrays,
     plan: TrainPlan,
@@ -120,11 +145,10 @@ def client_round(
     seed: int,
     modalities: tuple[ModalitySpec, ...],
     num_classes: int,
-    meter: StepMeter | None = None,
-) -> ClientResult:
-    """Run one client's round on ``model`` (a working instance whose weights are overwritten)."""
+) -> ClientSetup:
+    """The client's download into ``model`` (its plan's groups plus what it keeps), the freezing
+    of every group outside the plan's ``train``, and its ``prepare`` hooks (charged apart)."""
     start = time.perf_counter()
-    meter = meter if meter is not None else StepMeter()
     # Dropout and any other global-RNG use inside the model. The CPU generator is seeded directly:
     # torch.manual_seed also queues a CUDA seeding (costly stack capture) on CUDA builds.
     torch.random.default_generator.manual_seed(seed)
@@ -132,6 +156,7 @@ def client_round(
         torch.cuda.manual_seed_all(seed)
     gen = torch.Generator().manual_seed(seed)
     groups = model_groups(model)
+    device = module_device(model)
     # Layers beyond the plan's depth do not exist for this client: not sent, trained or uploaded.
     set_depth(model, plan.depth)
     absent = set(absent_groups(model, plan.depth))
@@ -167,21 +192,54 @@ def client_round(
     trainable = expand_groups(plan.train, names) if plan.train else ()
     lrs = group_lrs(plan, names)
     lr_of = {k: lrs[g] for g in trainable for k in groups[g]}
-    params: list[tuple[nn.Parameter, float]] = []
+    params: list[tuple[str, nn.Parameter, float]] = []
     for key, p in model.named_parameters():
         p.requires_grad_(key in lr_of)
         if key in lr_of:
-            params.append((p, lr_of[key]))
-    optimizer = _make_optimizer(params, plan) if params else None
+            params.append((key, p, lr_of[key]))
 
     cctx = ClientContext(data.client_id, round_, plan, new_state, modalities, num_classes, gen, model)
-    prepare_hooks = _overriding(techniques, "prepare")
+    prepare_hooks = overriding_hooks(techniques, "prepare")
     if prepare_hooks:
         # Data preparation (e.g. completing missing modalities) is client work too: measured apart.
         with _charged(cost, "prepare"):
             for t in prepare_hooks:
                 data = t.prepare(cctx, data)
-    loss_hooks = _overriding(techniques, "loss_terms")
+    return ClientSetup(start, plan, data, cost, cctx, new_state, names, tuple(trainable), params, device)
+
+
+def client_round(
+    model: nn.Module,
+    global_arrays: GroupedArrays,
+    plan: TrainPlan,
+    data: ClientData,
+    state: Mapping[str, np.ndarray],
+    techniques: Sequence[Technique],
+    *,
+    round_: int,
+    seed: int,
+    modalities: tuple[ModalitySpec, ...],
+    num_classes: int,
+    meter: StepMeter | None = None,
+) -> ClientResult:
+    """Run one client's round on ``model`` (a working instance whose weights are overwritten)."""
+    meter = meter if meter is not None else StepMeter()
+    setup = begin_round(
+        model,
+        global_arrays,
+        plan,
+        data,
+        state,
+        techniques,
+        round_=round_,
+        seed=seed,
+        modalities=modalities,
+        num_classes=num_classes,
+    )
+    cost, cctx, data, device = setup.cost, setup.cctx, setup.data, setup.device
+    gen = cctx.generator
+    optimizer = make_optimizer([(p, lr) for _, p, lr in setup.params], plan) if setup.params else None
+    loss_hooks = overriding_hooks(techniques, "loss_terms")
     terms_seconds = [0.0] if loss_hooks else None
     terms_flops = 0
     weights = plan.loss_weights
@@ -191,7 +249,7 @@ def client_round(
     losses: list[float] = []
     steps = 0
     combos = plan.combinations or (Combination(),)
-    trainable_sig = (tuple(trainable), tuple(sorted(plan.depth.items())))
+    trainable_sig = (setup.trainable, tuple(sorted(plan.depth.items())))
     # Modalities whose encoders took part in at least one optimiser step: only their encoders are
     # uploaded by default, so an encoder is averaged over the clients that trained it this round.
     trained_modalities: set[str] = set()
@@ -199,7 +257,7 @@ def client_round(
         for combo in combos:
             active = combo.modalities
             combo_key = "all" if active is None else "+".join(active)
-            for batch in _steps(data, combo, plan, gen):
+            for batch in plan_steps(data, combo, plan, gen, device):
                 labelled = batch.labels != MISSING_LABEL
                 n_lab = int(labelled.sum())
                 # Whether the optimiser already holds state (moments, momentum): it changes the
@@ -211,7 +269,7 @@ def client_round(
                 # forward FLOPs); every later step with it reuses the figures.
                 terms = [0] if measured is None and loss_hooks else None
                 with measure_step() if measured is None else contextlib.nullcontext() as m:
-                    loss = _train_step(
+                    loss = train_step(
                         model,
                         batch,
                         active,
@@ -246,10 +304,24 @@ def client_round(
     if terms_seconds is not None:
         cost.flops_by_hook["loss_terms"] = terms_flops
         cost.seconds_by_hook["loss_terms"] = terms_seconds[0]
+    return finish_round(model, setup, techniques, losses, steps, trained_modalities)
 
+
+def finish_round(
+    model: nn.Module,
+    setup: ClientSetup,
+    techniques: Sequence[Technique],
+    losses: Sequence[float],
+    steps: int,
+    trained_modalities: Collection[str],
+) -> ClientResult:
+    """The client's ``report`` and ``upload`` hooks on ``model`` (holding its trained weights),
+    its update and kept state, and the rest of its cost."""
+    cost, cctx, data, plan, names = setup.cost, setup.cctx, setup.data, setup.plan, setup.names
+    new_state = setup.new_state
     # -- report and upload ----------------------------------------------------------------------
     report: dict[str, Any] = {}
-    report_hooks = _overriding(techniques, "report")
+    report_hooks = overriding_hooks(techniques, "report")
     if report_hooks:
         with _charged(cost, "report"):
             for t in report_hooks:
@@ -263,8 +335,10 @@ def client_round(
         # By default send what was trained: not the encoders of modalities that took no step this
         # round (never held, missing from every batch, or outside every combination the plan ran).
         # They got no gradient, and averaging their unchanged copy would dilute the others'.
-        upload = tuple(g for g in trainable if (mod := modality_of(g)) is None or mod in trained_modalities)
-    upload_hooks = _overriding(techniques, "upload")
+        upload = tuple(
+            g for g in setup.trainable if (mod := modality_of(g)) is None or mod in trained_modalities
+        )
+    upload_hooks = overriding_hooks(techniques, "upload")
     if upload_hooks:
         with _charged(cost, "upload"):
             for t in upload_hooks:
@@ -276,7 +350,7 @@ def client_round(
     cost.groups_up = tuple(update)
     cost.bytes_up = nbytes(update) + sum(v.nbytes for v in report.values() if isinstance(v, np.ndarray))
     cost.steps = steps
-    cost.seconds = time.perf_counter() - start
+    cost.seconds = time.perf_counter() - setup.start
     metrics = {
         "train_loss": float(np.mean(losses)) if losses else float("nan"),
         "steps": float(steps),
@@ -285,7 +359,7 @@ def client_round(
     return ClientResult(data.client_id, data.num_samples, update, report, metrics, new_state, cost)
 
 
-def _train_step(
+def train_step(
     model: nn.Module,
     batch: Batch,
     active: tuple[str, ...] | None,
@@ -353,11 +427,11 @@ def measure_train_step(
     if n_lab == 0:
         raise FedmmError("measure_train_step needs a batch with labelled samples")
     with measure_step(track_memory=track_memory) as m:
-        _train_step(model, batch, active, labelled, n_lab, (), None, {}, optimizer)
+        train_step(model, batch, active, labelled, n_lab, (), None, {}, optimizer)
     return m
 
 
-def _overriding(techniques: Sequence[Technique], hook: str) -> list[Technique]:
+def overriding_hooks(techniques: Sequence[Technique], hook: str) -> list[Technique]:
     """The techniques that override client ``hook``: only those run, and are measured."""
     return [t for t in techniques if getattr(type(t), hook) is not getattr(Technique, hook)]
 
@@ -392,11 +466,18 @@ def kept_groups(model: nn.Module, state: Mapping[str, np.ndarray]) -> list[str]:
 
 
 __all__ = [
+    "ClientSetup",
     "StepMeter",
+    "begin_round",
     "client_round",
     "derive_seed",
+    "finish_round",
     "group_lrs",
     "groups_to_receive",
     "kept_groups",
+    "make_optimizer",
     "measure_train_step",
+    "overriding_hooks",
+    "plan_steps",
+    "train_step",
 ]

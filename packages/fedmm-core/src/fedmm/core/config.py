@@ -65,6 +65,18 @@ class RunSection(_Section):
     checkpoint_every: int = Field(
         0, ge=0, description="write a checkpoint every N rounds (0 = only at the end)"
     )
+    device: str = Field(
+        "auto",
+        pattern=r"^(auto|cpu|cuda(:[0-9]+)?)$",
+        description='where the model trains and is evaluated: "auto" (the first CUDA GPU if torch '
+        'sees one, else the CPU), "cpu", "cuda" or "cuda:N"',
+    )
+    batch_clients: bool = Field(
+        True,
+        description="the in-process engine trains a round's clients together as one vectorised "
+        "computation when their plans allow it (the same numbers up to float rounding); false: "
+        "one after another",
+    )
     threads: int | None = Field(
         1,
         ge=1,

@@ -43,8 +43,8 @@ def collect_embeddings(model: nn.Module, batches: Iterable[Batch]) -> Embeddings
     for batch in batches:
         out = model(batch)
         for m, z in out.embeddings.items():
-            zs.setdefault(m, []).append(z.numpy())
-        present.append(out.present.numpy())
+            zs.setdefault(m, []).append(z.cpu().numpy())
+        present.append(out.present.cpu().numpy())
         labels.append(batch.labels.numpy())
     if not labels:
         return Embeddings({}, np.zeros((0, 0), dtype=bool), np.zeros(0, dtype=np.int64))

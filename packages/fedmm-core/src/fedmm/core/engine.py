@@ -24,6 +24,7 @@ import numpy as np
 from torch import nn
 
 from fedmm.core.arrays import GroupedArrays
+from fedmm.core.batched import BatchedTrainer, batching_obstacle
 from fedmm.core.client import StepMeter, client_round
 from fedmm.core.data.types import FederatedDataset
 from fedmm.core.failures import ClientDrop
@@ -64,9 +65,12 @@ class Engine(Protocol):
 
 
 class InProcessEngine:
-    """Runs the planned clients here, one after another, on one working ``model`` (its weights are
-    overwritten each client round). A client whose round raises is dropped with its error; the
-    others go on."""
+    """Runs the planned clients here on one working ``model`` (its weights are overwritten each
+    client round). With ``batch_clients`` (the default) a round whose plans allow it trains its
+    clients together as one vectorised computation (:mod:`fedmm.core.batched`: the same numbers
+    up to floating-point reassociation); otherwise, and with ``batch_clients=False``, one after
+    another, and the log says once why a round could not be batched. A client whose round raises
+    is dropped with its error; the others go on."""
 
     def __init__(
         self,
@@ -75,16 +79,58 @@ class InProcessEngine:
         techniques: Sequence[Technique],
         *,
         meter: StepMeter | None = None,
+        batch_clients: bool = True,
     ) -> None:
         self.model = model
         self.data = data
         self.techniques = list(techniques)
         # Caches each step signature's measured FLOPs and memory across rounds.
         self.meter = meter if meter is not None else StepMeter()
+        self.batch_clients = batch_clients
+        self._batched: BatchedTrainer | None = None
+        self._told: set[str] = set()  # the reasons already logged for running one by one
+        # Rounds trained batched and one by one (what a benchmark or a user can check).
+        self.rounds_batched = 0
+        self.rounds_sequential = 0
+
+    def _say_once(self, reason: str) -> None:
+        if reason not in self._told:
+            self._told.add(reason)
+            log.info("in-process engine: clients train one by one, not batched: %s", reason)
 
     def train(self, request: TrainRequest) -> TrainOutcome:
-        results: list[ClientResult] = []
-        drops: list[ClientDrop] = []
+        if self.batch_clients and len(request.plans) > 1:
+            obstacle = batching_obstacle(self.model, request.plans, self.techniques)
+            if obstacle is None:
+                if self._batched is None:
+                    self._batched = BatchedTrainer(self.model, self.meter)
+                try:
+                    results, drops = self._batched.train(
+                        request.global_arrays,
+                        request.plans,
+                        {cid: self.data.client(cid) for cid in request.plans},
+                        request.states,
+                        request.seeds,
+                        self.techniques,
+                        round_=request.round,
+                        modalities=self.data.modalities,
+                        num_classes=self.data.num_classes,
+                    )
+                except Exception as exc:  # the model does not vectorise: never try again
+                    self.batch_clients = False
+                    self._say_once(f"the vectorised step failed ({type(exc).__name__}: {exc})")
+                else:
+                    self.rounds_batched += 1
+                    for drop in drops:  # one line per client only with -v, as one by one
+                        log.debug(
+                            "round %d: client %d dropped: %s", request.round, drop.client_id, drop.error
+                        )
+                    return TrainOutcome(tuple(results), tuple(drops))
+            else:
+                self._say_once(obstacle)
+        self.rounds_sequential += 1
+        results = []
+        drops = []
         for cid, plan in request.plans.items():
             try:
                 result = client_round(

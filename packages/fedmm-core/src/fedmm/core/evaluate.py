@@ -45,7 +45,7 @@ def predict(
     logits = []
     for start in range(0, idx.shape[0], batch_size):
         batch = samples.batch(idx[start : start + batch_size])
-        logits.append(model(batch, active_t).logits)
+        logits.append(model(batch, active_t).logits.cpu())
     model.train(was_training)
     out = torch.cat(logits).numpy() if logits else np.zeros((0, 0), np.float32)
     return out, samples.labels[idx]

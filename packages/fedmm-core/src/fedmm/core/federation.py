@@ -18,6 +18,7 @@ from types import MappingProxyType
 from typing import Any
 
 import numpy as np
+import torch
 from torch import nn
 
 from fedmm.core import checkpoint as ckpt
@@ -25,6 +26,7 @@ from fedmm.core.arrays import GroupedArrays, get_arrays, model_groups, read_only
 from fedmm.core.client import StepMeter, derive_seed
 from fedmm.core.console import RoundProgress
 from fedmm.core.data.types import FederatedDataset
+from fedmm.core.devices import resolve_device
 from fedmm.core.engine import Engine, InProcessEngine
 from fedmm.core.errors import CheckpointError, ConfigError, FedmmError
 from fedmm.core.failures import run_failure
@@ -67,7 +69,11 @@ class Federation:
     """Runs ``strategy`` over ``data`` starting from ``model``'s weights.
 
     The model is the working instance clients train in turn (its weights are overwritten each
-    client round); the global weights live as plain arrays. Every ``eval_every`` rounds the
+    client round); the global weights live as plain arrays. ``device`` (``"auto"``: the first
+    CUDA GPU when torch sees one, else the CPU; ``"cpu"``, ``"cuda"``, ``"cuda:N"``) is where the
+    model trains and is evaluated: the model is moved there. With ``batch_clients`` (the
+    default) the in-process engine trains a round's clients together as one vectorised
+    computation where their plans allow it (:mod:`fedmm.core.batched`). Every ``eval_every`` rounds the
     global model is scored on the test set, and with ``eval_validation`` on the data's validation
     split too (``val_accuracy``, ``val_f1_macro``, ...: for selecting a round by validation score).
     """
@@ -83,6 +89,8 @@ class Federation:
         eval_batch_size: int = 512,
         eval_validation: bool = False,
         eval_per_modality: bool = True,
+        device: str | torch.device | None = "auto",
+        batch_clients: bool = True,
     ) -> None:
         if eval_every < 0:
             raise ConfigError(f"eval_every must be >= 0 (got {eval_every})")
@@ -97,7 +105,11 @@ class Federation:
                 f"[strategy].min_clients: min_clients={strategy.min_clients} but the data has only "
                 f"{data.num_clients} clients, so every round would be skipped; lower min_clients"
             )
-        self.model = model
+        # Where the model trains and is evaluated; the global arrays stay on the host.
+        self.device = resolve_device(device)
+        self.model = model.to(self.device)
+        # The in-process engine trains a round's clients as one batch where the plans allow it.
+        self.batch_clients = batch_clients
         self.data = data
         self.strategy = strategy
         self.seed = seed
@@ -154,7 +166,13 @@ class Federation:
     # -- one round -------------------------------------------------------------------------
     def in_process_engine(self) -> InProcessEngine:
         """The default engine: this federation's clients, one after another, on its model."""
-        return InProcessEngine(self.model, self.data, self.strategy.techniques, meter=self.meter)
+        return InProcessEngine(
+            self.model,
+            self.data,
+            self.strategy.techniques,
+            meter=self.meter,
+            batch_clients=self.batch_clients,
+        )
 
     def client_seed(self, round_: int, client_id: int) -> int:
         return derive_seed(self.seed, round_, client_id, CLIENT_SALT)

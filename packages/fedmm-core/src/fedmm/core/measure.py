@@ -84,6 +84,12 @@ class StepMeasurement:
         flops_by_operator: FLOPs per operator name (e.g. ``"aten.mm"``).
         complete: True when the block exited without an exception (otherwise the numbers cover
             the part of the step that ran).
+        allocator_peak_bytes_by_device: for each CUDA device the step used, the step's peak from
+            the CUDA caching allocator (``torch.cuda.max_memory_allocated`` over the block, less
+            what was allocated before it, plus the pre-existing storages the step used on that
+            device), which includes what the tracker cannot see (kernel workspaces). Where it is
+            known it replaces the tracker's figure for that device in ``peak_bytes``; the
+            tracker's stays in ``peak_bytes_by_device`` as the cross-check.
     """
 
     flops: int = 0
@@ -94,6 +100,7 @@ class StepMeasurement:
     num_ops: int = 0
     flops_by_operator: dict[str, int] = field(default_factory=dict)
     complete: bool = False
+    allocator_peak_bytes_by_device: dict[str, int] = field(default_factory=dict)
 
 
 class _Entry:
@@ -120,6 +127,7 @@ class _StorageTracker(TorchDispatchMode):
         self._closed = False
         self.num_ops = 0
         self.preexisting_bytes = 0
+        self.preexisting_by_device: dict[str, int] = {}
         self._live_total = 0
         self._live: dict[str, int] = {}
         self._peak_total = 0
@@ -169,6 +177,7 @@ class _StorageTracker(TorchDispatchMode):
         self._add_live(device, nbytes)
         if preexisting:
             self.preexisting_bytes += nbytes
+            self.preexisting_by_device[device] = self.preexisting_by_device.get(device, 0) + nbytes
             self._backdate(device, nbytes)
 
     def _backdate(self, device: str, nbytes: int) -> None:
@@ -266,6 +275,12 @@ def measure_step(*, count_flops: bool = True, track_memory: bool = True) -> Iter
     # One dispatch mode does both jobs: one Python call per operator, and no module hooks
     # (FlopCounterMode also tracks modules for a per-module breakdown we do not need).
     mode = _StorageTracker(count_flops=count_flops, track_memory=track_memory)
+    # On CUDA the allocator's own peak is the figure (see StepMeasurement).
+    cuda_before: dict[int, int] = {}
+    if track_memory and torch.cuda.is_available() and torch.cuda.is_initialized():
+        for index in range(torch.cuda.device_count()):
+            cuda_before[index] = torch.cuda.memory_allocated(index)
+            torch.cuda.reset_peak_memory_stats(index)
     ok = False
     try:
         with mode:
@@ -281,8 +296,21 @@ def measure_step(*, count_flops: bool = True, track_memory: bool = True) -> Iter
             result.preexisting_bytes = mode.preexisting_bytes
             result.live_bytes_at_exit = mode.live_total
             result.num_ops = mode.num_ops
+            _allocator_peaks(result, mode, cuda_before)
         mode.close()
         result.complete = ok
+
+
+def _allocator_peaks(result: StepMeasurement, mode: _StorageTracker, before: dict[int, int]) -> None:
+    """Put the CUDA allocator's peak of each CUDA device the step used into ``result``."""
+    for index, allocated in before.items():
+        device = f"cuda:{index}"
+        tracked = mode.peak_by_device.get(device)
+        if tracked is None:
+            continue
+        peak = torch.cuda.max_memory_allocated(index) - allocated + mode.preexisting_by_device.get(device, 0)
+        result.allocator_peak_bytes_by_device[device] = int(peak)
+        result.peak_bytes += int(peak) - tracked
 
 
 def peak_rss_bytes() -> int:

@@ -394,6 +394,13 @@ class Technique:
     ) -> Mapping[str, torch.Tensor]:
         return {}
 
+    def adds_loss_terms(self, plan: TrainPlan) -> bool:
+        """Whether ``loss_terms`` may add a term for a client with ``plan`` (default: whenever the
+        technique overrides it). A technique whose terms depend on the plan says False where they
+        are off: the in-process engine can then train such clients batched
+        (:mod:`fedmm.core.batched`), which a hook inside each step rules out."""
+        return type(self).loss_terms is not Technique.loss_terms
+
     def report(self, cctx: ClientContext, model: nn.Module, data: ClientData) -> Mapping[str, Any]:
         return {}
 

@@ -124,7 +124,13 @@ def build_federation(
     data = data if data is not None else build_dataset(cfg, progress)
     strategy = build_strategy(cfg, progress)
     return Federation(
-        build_model(cfg, data, strategy), data, strategy, seed=cfg.run.seed, eval_every=cfg.run.eval_every
+        build_model(cfg, data, strategy),
+        data,
+        strategy,
+        seed=cfg.run.seed,
+        eval_every=cfg.run.eval_every,
+        device=cfg.run.device,
+        batch_clients=cfg.run.batch_clients,
     )
 
 

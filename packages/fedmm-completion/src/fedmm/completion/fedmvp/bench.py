@@ -124,7 +124,7 @@ class SampleBudget(Technique):
         keep = self.samples[cctx.client_id]
         if data.num_samples <= keep:
             return data
-        pick = torch.randperm(data.num_samples, generator=cctx.generator)[:keep].numpy()
+        pick = torch.randperm(data.num_samples, generator=cctx.generator, device="cpu")[:keep].numpy()
         return dataclasses.replace(data, indices=data.indices[np.sort(pick)])
 
 

@@ -36,7 +36,7 @@ def nt_xent(a: torch.Tensor, b: torch.Tensor, temperature: float = 0.1) -> torch
     s = F.normalize(torch.cat([a, b]), dim=1)
     logits = s @ s.T / temperature
     logits = logits.masked_fill(torch.eye(2 * n, dtype=torch.bool, device=s.device), float("-inf"))
-    positive = torch.cat([torch.arange(n, 2 * n), torch.arange(0, n)]).to(s.device)
+    positive = torch.cat([torch.arange(n, 2 * n, device=s.device), torch.arange(0, n, device=s.device)])
     return F.cross_entropy(logits, positive)
 
 

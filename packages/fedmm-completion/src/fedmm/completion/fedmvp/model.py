@@ -39,6 +39,7 @@ from fedmm.core.api import (
     bar,
     build_encoder,
     encoder_group,
+    module_device,
 )
 
 __all__ = [
@@ -196,12 +197,14 @@ class FedMVPModel(nn.Module):
         return self.head["out"](o)
 
     def forward(self, batch: Batch, active: Iterable[str] | None = None) -> ModelOutput:
+        # A batch built on the host (a technique's own pass over client data) meets the weights.
+        batch = batch.to(module_device(self))
         present = batch.present_for(active)
         n = len(batch)
         tokens: list[torch.Tensor] = []
         pooled: dict[str, torch.Tensor] = {}
         for i, m in enumerate(self.modalities):
-            if bool(present[:, i].any()):
+            if batch.has_any(i, present[:, i]):
                 with torch.no_grad():
                     f = self.frozen[m](batch.features[m])
                 if f.dim() == 3 and f.shape[1] > self.max_tokens:
@@ -212,7 +215,7 @@ class FedMVPModel(nn.Module):
                 h = self.encoders[m](f)
                 pooled[m] = h.mean(dim=1)
             else:  # nobody in the batch has it: one placeholder token, masked everywhere
-                h = torch.zeros(n, 1, self.dim)
+                h = present.new_zeros((n, 1, self.dim), dtype=torch.float32)
             tokens.append(h + self.modality_embedding[i])
         for layer in self.fusion["joint"].children():
             tokens = layer(tokens, present)
@@ -224,7 +227,7 @@ class FedMVPModel(nn.Module):
         embeddings = {
             m: self.common(pooled[m]) * present[:, i].unsqueeze(1).to(z.dtype)
             if m in pooled
-            else torch.zeros(n, self.dim)
+            else present.new_zeros((n, self.dim), dtype=torch.float32)
             for i, m in enumerate(self.modalities)
         }
         return ModelOutput(self.classify(z), embeddings, z, present)
@@ -303,7 +306,7 @@ def pretrain_extractors(
             )
         gen = torch.Generator().manual_seed(seed)
         for _ in range(epochs):
-            order = idx[torch.randperm(idx.size, generator=gen).numpy()]
+            order = idx[torch.randperm(idx.size, generator=gen, device="cpu").numpy()]
             for start in range(0, order.size, 32):
                 b = public.batch(order[start : start + 32])
                 loss = F.cross_entropy(head(enc(b.features[spec.name])), b.labels)

@@ -431,7 +431,7 @@ class FedMVP(Technique):
             model = ctx.model_factory(arrays)
             with torch.no_grad():
                 out = model(self.probe.batch(idx))
-            reps.append(out.fused.numpy())
+            reps.append(out.fused.cpu().numpy())
         counts = [r.num_samples for r in results] if self.args.cka_weights == "samples" else None
         return np.asarray(
             cka_aggregation_weights(reps, normalize_rows=True, sample_counts=counts), dtype=np.float64

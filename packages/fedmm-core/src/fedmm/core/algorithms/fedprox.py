@@ -21,7 +21,7 @@ from fedmm.core.algorithms.common import forget, keep_received_weights
 from fedmm.core.arguments import TechniqueArguments
 from fedmm.core.data.types import Batch, ClientData
 from fedmm.core.models.model import ModelOutput
-from fedmm.core.protocol import ClientContext, Technique
+from fedmm.core.protocol import ClientContext, Technique, TrainPlan
 
 __all__ = ["FedProx", "FedProxArguments"]
 
@@ -57,6 +57,9 @@ class FedProx(Technique):
             d = (p - torch.from_numpy(anchor).to(p.device, p.dtype)).pow(2).sum()
             total = d if total is None else total + d
         return {} if total is None else {"fedprox/proximal": 0.5 * self.args.mu * total}
+
+    def adds_loss_terms(self, plan: TrainPlan) -> bool:
+        return self.args.mu > 0  # mu = 0 is FedAvg: its clients can train batched
 
     def report(self, cctx: ClientContext, model: nn.Module, data: ClientData) -> Mapping[str, Any]:
         forget(cctx, ANCHOR)  # only needed during the round

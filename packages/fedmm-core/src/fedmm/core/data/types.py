@@ -179,16 +179,48 @@ class Batch:
     present: torch.Tensor
     labels: torch.Tensor
     modalities: tuple[str, ...]
+    # Which modalities some sample of the batch has, when the caller already knows it: a batch
+    # traced under ``torch.func.vmap`` (several clients' batches at once) cannot read a tensor's
+    # truth value, so the batched engine sets it and models branch on it instead of the mask.
+    any_present: tuple[bool, ...] | None = None
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
+
+    def has_any(self, index: int, mask: torch.Tensor) -> bool:
+        """Whether some sample has modality ``index``: ``any_present`` when set, else ``mask.any()``
+        (``mask`` is the batch's presence column for it, after any restriction to active modalities)."""
+        if self.any_present is not None:
+            return self.any_present[index]
+        return bool(mask.any())
 
     def present_for(self, active: Iterable[str] | None = None) -> torch.Tensor:
         """The presence mask with every modality outside ``active`` marked missing (None = all)."""
         if active is None:
             return self.present
         keep = set(active)
-        return self.present & torch.tensor([m in keep for m in self.modalities], dtype=torch.bool)
+        wanted = [m in keep for m in self.modalities]
+        mask = torch.tensor(wanted, dtype=torch.bool, device=self.present.device)
+        return self.present & mask
+
+    @property
+    def device(self) -> torch.device:
+        return self.labels.device
+
+    def to(self, device: torch.device | str, non_blocking: bool = False) -> Batch:
+        """This batch on ``device`` (itself when it is there already: no copy on the CPU path)."""
+        device = torch.device(device)
+        # "cuda" (no index) means the current CUDA device: a batch on any CUDA device stays.
+        same_cuda = device.type == "cuda" and device.index is None and self.labels.is_cuda
+        if self.labels.device == device or same_cuda:
+            return self
+        return Batch(
+            {m: t.to(device, non_blocking=non_blocking) for m, t in self.features.items()},
+            self.present.to(device, non_blocking=non_blocking),
+            self.labels.to(device, non_blocking=non_blocking),
+            self.modalities,
+            self.any_present,
+        )
 
 
 @dataclass(frozen=True)
@@ -297,7 +329,8 @@ class ClientData:
             return
         idx = torch.from_numpy(self.indices)
         if shuffle:
-            idx = idx[torch.randperm(n, generator=generator)]
+            # The order is drawn on the host, so it is the same whatever device trains.
+            idx = idx[torch.randperm(n, generator=generator, device="cpu")]
         mask = None if bool(np.all(self.modality_mask)) else self.modality_mask
         for start in range(0, n, batch_size):
             yield self.samples.batch(idx[start : start + batch_size], mask)

@@ -49,6 +49,7 @@ def _config(context: Context) -> tuple[Path, RunConfig]:
 
 def runtime_from_config(context: Context) -> ClientRuntime:
     """The client side of the run config's federation (dataset, model, techniques)."""
+    from fedmm.core.devices import resolve_device
     from fedmm.core.runner import build_dataset, build_model, build_strategy
 
     path, cfg = _config(context)
@@ -59,7 +60,8 @@ def runtime_from_config(context: Context) -> ClientRuntime:
             torch.set_num_threads(cfg.run.threads)
         data = build_dataset(cfg)
         strategy = build_strategy(cfg)
-        runtime = ClientRuntime(build_model(cfg, data, strategy), data, list(strategy.techniques))
+        model = build_model(cfg, data, strategy).to(resolve_device(cfg.run.device))
+        runtime = ClientRuntime(model, data, list(strategy.techniques))
         _RUNTIMES.clear()
         _RUNTIMES[key] = runtime
     return runtime

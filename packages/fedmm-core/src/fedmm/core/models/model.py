@@ -17,6 +17,7 @@ from torch import nn
 
 from fedmm.core.arrays import model_groups
 from fedmm.core.data.types import Batch, ModalitySpec
+from fedmm.core.devices import module_device
 from fedmm.core.errors import ConfigError
 from fedmm.core.groups import encoder_group
 from fedmm.core.models.encoders import build_encoder
@@ -119,18 +120,21 @@ class MultimodalModel(nn.Module):
         self, batch: Batch, active: Iterable[str] | None = None
     ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         present = batch.present_for(active)
+        keep = None if active is None else set(active)
         embeddings: dict[str, torch.Tensor] = {}
         for i, m in enumerate(self.modalities):
             encoder = self.encoders[m]
             mask = present[:, i]
-            if bool(mask.any()):
+            if (keep is None or m in keep) and batch.has_any(i, mask):
                 z = encoder(batch.features[m])
                 embeddings[m] = z * mask.unsqueeze(1).to(z.dtype)
             else:
-                embeddings[m] = torch.zeros(len(batch), out_dim(encoder))
+                embeddings[m] = present.new_zeros((len(batch), out_dim(encoder)), dtype=torch.float32)
         return embeddings, present
 
     def forward(self, batch: Batch, active: Iterable[str] | None = None) -> ModelOutput:
+        # A batch built on the host (a technique's own pass over client data) meets the weights.
+        batch = batch.to(module_device(self))
         embeddings, present = self.embed(batch, active)
         fused = self.fusion([embeddings[m] for m in self.modalities], present)
         return ModelOutput(self.head(fused), embeddings, fused, present)

@@ -151,19 +151,21 @@ class BetaAgent:
         self.seed = integer("BetaAgent", "seed", seed, low=0)
 
         self.env = FlexModEnv(num_modalities=(dim - 2) // 2)
-        self.model = DDPG(
-            "MlpPolicy",
-            self.env,
-            learning_rate=learning_rate,
-            buffer_size=buffer_size,
-            learning_starts=learning_starts,
-            batch_size=batch_size,
-            tau=tau,
-            gamma=gamma,
-            policy_kwargs={"net_arch": list(net_arch)},
-            seed=seed,
-            device="cpu",
-        )
+        # A small host-side network: built on the CPU whatever torch's default device is.
+        with torch.device("cpu"):
+            self.model = DDPG(
+                "MlpPolicy",
+                self.env,
+                learning_rate=learning_rate,
+                buffer_size=buffer_size,
+                learning_starts=learning_starts,
+                batch_size=batch_size,
+                tau=tau,
+                gamma=gamma,
+                policy_kwargs={"net_arch": list(net_arch)},
+                seed=seed,
+                device="cpu",
+            )
         self.model.set_logger(configure(None, []))
         self.learning_starts = learning_starts
         self.batch_size = batch_size

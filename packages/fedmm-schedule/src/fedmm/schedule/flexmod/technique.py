@@ -261,11 +261,12 @@ class FlexMod(BudgetedSchedule):
                 continue
             z = z.detach()[rows].to(torch.float64)
             y = batch.labels[rows]
-            sums = torch.zeros(cctx.num_classes, z.shape[1], dtype=torch.float64).index_add_(0, y, z)
+            sums = z.new_zeros((cctx.num_classes, z.shape[1])).index_add_(0, y, z)
             counts = torch.bincount(y, minlength=cctx.num_classes).to(torch.float64)
             for key, value in ((_SUMS + m, sums), (_SEEN + m, counts)):
                 prev = cctx.state.get(key)
-                cctx.state[key] = value.numpy() if prev is None else prev + value.numpy()
+                host = value.cpu().numpy()
+                cctx.state[key] = host if prev is None else prev + host
         return {}
 
     def report(self, cctx: ClientContext, model: nn.Module, data: ClientData) -> Mapping[str, Any]:

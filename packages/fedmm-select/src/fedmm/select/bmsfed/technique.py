@@ -398,14 +398,14 @@ class BMSFed(Technique):
         for i, m in enumerate(names):
             if PROTO + m not in extra:
                 continue
-            keep = torch.from_numpy(np.asarray(extra[CLASSES + m], dtype=bool))
+            keep = torch.from_numpy(np.asarray(extra[CLASSES + m], dtype=bool)).to(labels.device)
             ok = outputs.present[:, i] & (labels >= 0) & keep[labels.clamp_min(0)]
             if not bool(ok.any()):
                 continue
             # Classes without a global prototype are left out of the softmax: labels are remapped.
-            p = torch.from_numpy(np.asarray(extra[PROTO + m], dtype=np.float32))
-            remap[m] = torch.full((p.shape[0],), -1, dtype=torch.long)
-            remap[m][keep] = torch.arange(int(keep.sum()))
+            p = torch.from_numpy(np.asarray(extra[PROTO + m], dtype=np.float32)).to(labels.device)
+            remap[m] = torch.full((p.shape[0],), -1, dtype=torch.long, device=labels.device)
+            remap[m][keep] = torch.arange(int(keep.sum()), device=labels.device)
             protos[m] = p[keep]
             usable[m] = ok
         if not usable:

@@ -49,7 +49,7 @@ def modality_predictions(
         for j, m in enumerate(names):
             if not present[:, j].any():
                 continue
-            pred = model(batch, (m,)).logits.argmax(dim=1).numpy()
+            pred = model(batch, (m,)).logits.argmax(dim=1).cpu().numpy()
             out[start : start + batch_size, j] = np.where(present[:, j], pred, ABSENT)
     model.train(was_training)
     return out

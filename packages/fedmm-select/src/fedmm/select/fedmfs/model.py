@@ -22,6 +22,7 @@ from fedmm.core.api import (
     ModelOutput,
     build_encoder,
     encoder_group,
+    module_device,
     out_dim,
 )
 
@@ -82,19 +83,21 @@ class ModalityEnsembleModel(nn.Module):
         self._groups: dict[str, tuple[str, ...]] | None = None
 
     def forward(self, batch: Batch, active: Iterable[str] | None = None) -> ModelOutput:
+        # A batch built on the host (a technique's own pass over client data) meets the weights.
+        batch = batch.to(module_device(self))
         present = batch.present_for(active)
         n = len(batch)
         embeddings: dict[str, torch.Tensor] = {}
-        total = torch.zeros(n, self.num_classes)
+        total = present.new_zeros((n, self.num_classes), dtype=torch.float32)
         for i, m in enumerate(self.modalities):
             mask = present[:, i]
-            if bool(mask.any()):
+            if batch.has_any(i, mask):
                 logits = self.encoders[m](batch.features[m])
                 w = mask.unsqueeze(1).to(logits.dtype)
                 embeddings[m] = logits * w
                 total = total + F.log_softmax(logits, dim=1) * w
             else:
-                embeddings[m] = torch.zeros(n, self.num_classes)
+                embeddings[m] = present.new_zeros((n, self.num_classes), dtype=torch.float32)
         count = present.sum(dim=1, keepdim=True).clamp_min(1).to(total.dtype)
         fused = total / count
         return ModelOutput(fused, embeddings, fused, present)

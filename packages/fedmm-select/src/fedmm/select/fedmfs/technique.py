@@ -267,11 +267,15 @@ class FedMFS(Technique):
                 terms[f"fedmfs/nll/{m}"] = F.cross_entropy(outputs.embeddings[m][mask], batch.labels[mask])
         return terms
 
+    def adds_loss_terms(self, plan: TrainPlan) -> bool:
+        # Only the per-modality ensemble's plans carry the NLL terms (late fusion trains on the CE).
+        return bool(plan.extra.get(PER_MODALITY))
+
     def report(self, cctx: ClientContext, model: nn.Module, data: ClientData) -> Mapping[str, Any]:
         names = [m.name for m in cctx.modalities]
         owned = set(data.modalities)
         available = np.array([m in owned for m in names], dtype=bool)
-        seed = int(torch.randint(0, 2**31 - 1, (1,), generator=cctx.generator))
+        seed = int(torch.randint(0, 2**31 - 1, (1,), generator=cctx.generator, device="cpu"))
         phi = np.zeros(len(names), dtype=np.float64)
         if available.sum() > 1:  # also for the random baseline, so its Shapley curves are logged too
             phi = self._shapley(model, data, available, seed)
