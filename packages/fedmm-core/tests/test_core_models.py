@@ -94,3 +94,15 @@ def test_unknown_encoder_and_fusion_are_clear_errors() -> None:
         late_fusion(SPECS, 3, fusion="sum")
     with pytest.raises(ConfigError, match="unknown modalities"):
         late_fusion(SPECS, 3, encoders={"video": "mlp"})
+
+
+@pytest.mark.parametrize(
+    ("shape", "size", "dims"),
+    [((4, 3, 8, 8), 2, 2), ((4, 3, 7, 9), 2, 2), ((4, 3, 64), 1, 1), ((4, 3, 33), 1, 1)],
+)
+def test_mean_pool_is_adaptive_average_pooling(shape: tuple[int, ...], size: int, dims: int) -> None:
+    from fedmm.core.models.encoders import MeanPool
+
+    x = torch.randn(shape)
+    ref = torch.nn.AdaptiveAvgPool2d(size) if dims == 2 else torch.nn.AdaptiveAvgPool1d(size)
+    torch.testing.assert_close(MeanPool(size, dims)(x), ref(x))

@@ -233,7 +233,7 @@ class BatchedTrainer:
         fixed = {k: stack[k] for k in frozen + buffers}
         opt = _StackedOptimizer(plan, lr_of, params)
         ce_weight = float(plan.loss_weights.get("ce", 1.0))
-        modality_names = clients[0].batches[0].modalities if clients[0].batches else ()
+        modality_names = next(c.batches[0].modalities for c in clients if c.batches)
 
         def loss_fn(
             p: dict[str, torch.Tensor],
@@ -253,66 +253,77 @@ class BatchedTrainer:
         model.train()
         steps = max(len(c.batches) for c in clients)
         trainable_sig = (setup0.trainable, tuple(sorted(plan.depth.items())))
+        stores_state = plan.optimizer != "sgd" or plan.momentum != 0
         for t in range(steps):
-            parts = [
-                c.batches[t] if t < len(c.batches) else c.batches[-1] if c.batches else None for c in clients
-            ]
-            width = max(len(b) for b in parts if b is not None)
+            # Only the clients with a step t take part: a client whose data ran out (a heavy-tailed
+            # partition has many) costs the others nothing.
+            members = [i for i, c in enumerate(clients) if t < len(c.batches)]
+            parts = [clients[i].batches[t] for i in members]
+            width = max(len(b) for b in parts)
             feats: dict[str, list[torch.Tensor]] = {m: [] for m in modality_names}
             present_l, labels_l, weight_l = [], [], []
-            stepping = torch.zeros(n, dtype=torch.bool)
+            stepping: list[bool] = []
             grad_masks: list[frozenset[str]] = []
             any_all = [False] * len(modality_names)
-            for i, (client, b) in enumerate(zip(clients, parts, strict=True)):
-                if b is None:  # a client that trains nothing: never steps
-                    b = next(x for x in parts if x is not None)
-                real = t < len(client.batches)
+            for i, b in zip(members, parts, strict=True):
+                client = clients[i]
                 labelled = b.labels != MISSING_LABEL
                 n_lab = int(labelled.sum())
-                idx = torch.arange(width, device=b.labels.device) % len(b)
-                for m in modality_names:
-                    feats[m].append(b.features[m].index_select(0, idx))
-                present_l.append(b.present.index_select(0, idx))
-                labels_l.append(b.labels.index_select(0, idx))
-                w = (labelled & real).to(torch.float32)
-                weight_l.append(torch.cat([w, w.new_zeros(width - len(b))]))
-                anys = tuple(bool(x) for x in b.present.any(0).tolist())
-                if real:
-                    sig = (len(b), n_lab, None, anys, trainable_sig, client.has_state)
-                    with_grad = self._signature(sig, client, b, starts[i], plan).with_grad
-                    self._charge(client, sig)
-                    if n_lab:
-                        stepping[i] = True
-                        client.has_state = True
-                        client.trained_modalities.update(
-                            m for m, a in zip(modality_names, anys, strict=True) if a
-                        )
-                        any_all = [a or x for a, x in zip(any_all, anys, strict=True)]
-                    grad_masks.append(with_grad if n_lab else frozenset())
+                if len(b) < width:  # padded with the client's own samples, at weight 0
+                    pad = torch.arange(width, device=b.labels.device) % len(b)
+                    for m in modality_names:
+                        feats[m].append(b.features[m].index_select(0, pad))
+                    present_l.append(b.present.index_select(0, pad))
+                    labels_l.append(b.labels.index_select(0, pad))
                 else:
-                    grad_masks.append(frozenset())
-            batch_feats = {m: torch.stack(v) for m, v in feats.items()}
-            present = torch.stack(present_l)
-            labels = torch.stack(labels_l)
-            weight = torch.stack(weight_l)
-            if not bool(stepping.any()):
+                    for m in modality_names:
+                        feats[m].append(b.features[m])
+                    present_l.append(b.present)
+                    labels_l.append(b.labels)
+                w = labelled.to(torch.float32)
+                weight_l.append(torch.cat([w, w.new_zeros(width - len(b))]) if len(b) < width else w)
+                anys = tuple(bool(x) for x in b.present.any(0).tolist())
+                sig = (len(b), n_lab, None, anys, trainable_sig, client.has_state)
+                with_grad = self._signature(sig, client, b, starts[i], plan).with_grad
+                self._charge(client, sig)
+                stepping.append(n_lab > 0)
+                grad_masks.append(with_grad if n_lab else frozenset())
+                if n_lab:
+                    # As torch's optimisers: SGD without momentum keeps no state.
+                    client.has_state = stores_state
+                    client.trained_modalities.update(
+                        m for m, a in zip(modality_names, anys, strict=True) if a
+                    )
+                    any_all = [a or x for a, x in zip(any_all, anys, strict=True)]
+            if not any(stepping):
                 continue
-            anys_t = tuple(any_all)
+            every = len(members) == n
+            index = None if every else torch.tensor(members, device=labels_l[0].device)
+            sub_p = params if index is None else {k: v.index_select(0, index) for k, v in params.items()}
+            sub_f = fixed if index is None else {k: v.index_select(0, index) for k, v in fixed.items()}
             with warnings.catch_warnings():
                 # An operator without a batching rule (CPU flash attention) runs client by client
                 # inside vmap: still correct, and said once in the docs rather than every step.
                 warnings.filterwarnings("ignore", message="There is a performance drop")
                 grads, losses = vmap(grad(loss_fn, has_aux=True), in_dims=(0, 0, 0, 0, 0, 0, None))(
-                    params, fixed, batch_feats, present, labels, weight, anys_t
+                    sub_p,
+                    sub_f,
+                    {m: torch.stack(v) for m, v in feats.items()},
+                    torch.stack(present_l),
+                    torch.stack(labels_l),
+                    torch.stack(weight_l),
+                    tuple(any_all),
                 )
-            for i in range(n):
-                if stepping[i]:
-                    clients[i].losses.append(float(losses[i]))
+            values = losses.tolist()
+            for i, steps_now, value in zip(members, stepping, values, strict=True):
+                if steps_now:
+                    clients[i].losses.append(float(value))
             has_grad = {
                 k: torch.tensor([k in g for g in grad_masks], dtype=torch.bool, device=params[k].device)
                 for k in trainable
             }
-            params = opt.step(params, grads, has_grad, plan.max_grad_norm)
+            new = opt.step(sub_p, grads, has_grad, plan.max_grad_norm, index)
+            params = new if index is None else {k: params[k].index_copy(0, index, new[k]) for k in params}
         model.eval()
         finals: list[dict[str, torch.Tensor]] = []
         for i in range(n):
@@ -330,34 +341,27 @@ class BatchedTrainer:
         start: dict[str, torch.Tensor],
         plan: TrainPlan,
     ) -> _Signature:
+        """The ledger's figures for a step of signature ``sig`` (the sequential meter's, measured
+        on a real step of a scratch copy when new) and which parameters such a step gives a
+        gradient (a function of the encoders that run and the trainable groups alone)."""
         measured = self.meter.cache.get(sig)
-        with_grad = self.with_grad.get(sig)
+        grad_key = (sig[3], sig[4])  # modalities present, trainable groups and depth
+        with_grad = self.with_grad.get(grad_key)
         if measured is None or with_grad is None:
             scratch = self._scratch_model()
             scratch.load_state_dict(start)
-            keys = {key for key, _, _ in client.setup.params}
+            lr_of = {key: lr for key, _, lr in client.setup.params}
             pairs = []
             for key, p in scratch.named_parameters():
-                p.requires_grad_(key in keys)
-                if key in keys:
-                    pairs.append((p, dict((k, lr) for k, _, lr in client.setup.params)[key]))
+                p.requires_grad_(key in lr_of)
+                if key in lr_of:
+                    pairs.append((p, lr_of[key]))
             optimizer = make_optimizer(pairs, plan)
             labelled = batch.labels != MISSING_LABEL
             n_lab = int(labelled.sum())
             scratch.train()
             if sig[-1]:  # a steady-state step: the optimiser holds its state throughout
-                train_step(
-                    scratch,
-                    batch,
-                    None,
-                    labelled,
-                    n_lab,
-                    (),
-                    None,
-                    {},
-                    optimizer,
-                    max_grad_norm=plan.max_grad_norm,
-                )
+                self._fill_state(scratch, optimizer, with_grad, batch, labelled, n_lab, plan)
             with measure_step() as m:
                 train_step(
                     scratch,
@@ -374,9 +378,43 @@ class BatchedTrainer:
             if measured is None:
                 measured = (int(m.flops), int(m.peak_bytes), 0)
                 self.meter.cache[sig] = measured
-            with_grad = frozenset(k for k, p in scratch.named_parameters() if p.grad is not None)
-            self.with_grad[sig] = with_grad
-        return _Signature(measured[0], measured[1], with_grad)
+            if n_lab:  # a step without a loss runs no backward: it says nothing about gradients
+                with_grad = frozenset(k for k, p in scratch.named_parameters() if p.grad is not None)
+                self.with_grad[grad_key] = with_grad
+        return _Signature(measured[0], measured[1], with_grad or frozenset())
+
+    @staticmethod
+    def _fill_state(
+        scratch: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        with_grad: frozenset[str] | None,
+        batch: Batch,
+        labelled: torch.Tensor,
+        n_lab: int,
+        plan: TrainPlan,
+    ) -> None:
+        """Give ``optimizer`` the state a client's optimiser holds after its first steps. With the
+        parameters that get a gradient known, one optimiser step on zero gradients does it (no
+        forward or backward); else one real step on the batch."""
+        if with_grad is None:
+            train_step(
+                scratch,
+                batch,
+                None,
+                labelled,
+                n_lab,
+                (),
+                None,
+                {},
+                optimizer,
+                max_grad_norm=plan.max_grad_norm,
+            )
+            return
+        for key, p in scratch.named_parameters():
+            if key in with_grad and p.requires_grad:
+                p.grad = torch.zeros_like(p)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
 
     def _charge(self, client: _Client, sig: tuple[Any, ...]) -> None:
         flops, peak, _ = self.meter.cache[sig]
@@ -424,6 +462,26 @@ class _StackedOptimizer:
         grads: Mapping[str, torch.Tensor],
         has_grad: Mapping[str, torch.Tensor],
         max_grad_norm: float | None,
+        index: torch.Tensor | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """The stepped ``params`` of the clients ``index`` (all when None: ``params``, ``grads``
+        and ``has_grad`` then hold those clients only), their optimiser state updated in place."""
+        if index is None:
+            return self._step(params, grads, has_grad, max_grad_norm, self.state)
+        sub = {k: {name: v.index_select(0, index) for name, v in st.items()} for k, st in self.state.items()}
+        out = self._step(params, grads, has_grad, max_grad_norm, sub)
+        for k, st in self.state.items():
+            for name in st:
+                st[name] = st[name].index_copy(0, index, sub[k][name])
+        return out
+
+    def _step(
+        self,
+        params: Mapping[str, torch.Tensor],
+        grads: Mapping[str, torch.Tensor],
+        has_grad: Mapping[str, torch.Tensor],
+        max_grad_norm: float | None,
+        states: dict[str, dict[str, torch.Tensor]],
     ) -> dict[str, torch.Tensor]:
         grads = dict(grads)
         if max_grad_norm is not None:
@@ -437,7 +495,7 @@ class _StackedOptimizer:
             g = grads[k]
             mask = has_grad[k]
             lr = self.lr[k]
-            st = self.state[k]
+            st = states[k]
             if self.weight_decay and self.kind != "adamw":
                 g = g + self.weight_decay * p
             if self.kind == "sgd":

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from fedmm.core.arguments import did_you_mean, integer, optional_integer
@@ -38,6 +39,28 @@ class MLPEncoder(nn.Module):
         return self.net(x)
 
 
+class MeanPool(nn.Module):
+    """Average pooling to ``size`` cells per spatial axis: ``nn.AdaptiveAvgPool{1,2}d(size)``'s
+    output, as a reshape and a mean where each axis divides evenly (torch.func has a batching
+    rule for these, none for adaptive pooling: batched clients would loop per client)."""
+
+    def __init__(self, size: int, dims: int) -> None:
+        super().__init__()
+        self.size = size
+        self.dims = dims
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        spatial = x.shape[-self.dims :]
+        if any(n % self.size for n in spatial):
+            pool = F.adaptive_avg_pool1d if self.dims == 1 else F.adaptive_avg_pool2d
+            return pool(x, self.size)
+        shape = list(x.shape[: -self.dims])
+        for n in spatial:
+            shape += [self.size, n // self.size]
+        axes = tuple(range(len(x.shape) - self.dims + 1, len(shape), 2))
+        return x.reshape(shape).mean(dim=axes)
+
+
 class CNNEncoder(nn.Module):
     """A small 2-D CNN for images ``(C, H, W)``: two conv blocks, global average pool, linear."""
 
@@ -51,7 +74,7 @@ class CNNEncoder(nn.Module):
             nn.ReLU(),
             nn.Conv2d(channels, channels * 2, 3, padding=1),
             nn.ReLU(),
-            nn.AdaptiveAvgPool2d(2),
+            MeanPool(2, dims=2),
             nn.Flatten(),
             nn.Linear(channels * 2 * 4, embed_dim),
             nn.ReLU(),
@@ -75,7 +98,7 @@ class Conv1dEncoder(nn.Module):
             nn.ReLU(),
             nn.Conv1d(channels, channels * 2, 5, padding=2, stride=2),
             nn.ReLU(),
-            nn.AdaptiveAvgPool1d(1),
+            MeanPool(1, dims=1),
             nn.Flatten(),
             nn.Linear(channels * 2, embed_dim),
             nn.ReLU(),
