@@ -11,8 +11,10 @@ floating-point reassociation:
   :func:`fedmm.core.client.client_round` would see, in the same order;
 * a client whose batch at step ``t`` is smaller (its last batch) is padded with copies of its own
   samples that weigh 0 in its loss, which stays the mean over its real labelled samples;
-* a client with fewer steps, or whose batch has no labelled sample, is masked: its parameters
-  and optimiser state do not move (as a step that gives no loss does not step sequentially);
+* only the clients with a step ``t`` take part in step ``t`` (their parameters and optimiser
+  state gathered, then scattered back), so a client whose data ran out costs nothing; a client
+  whose batch has no labelled sample is masked: its parameters and optimiser state do not move
+  (as a step that gives no loss does not step sequentially);
 * a parameter that gets no gradient sequentially (the encoder of a modality the client's batch
   lacks: it is not run, so its gradient is None and the optimiser skips it) is not updated and
   its optimiser state does not advance. Which parameters get a gradient is read from the real
