@@ -137,6 +137,7 @@ class BatchedTrainer:
         # Which parameters a signature's real step gives a gradient: cached beside the meter's figures.
         self.with_grad: dict[tuple[Any, ...], frozenset[str]] = {}
         self._scratch: nn.Module | None = None
+        self._named: list[tuple[str, torch.Tensor]] | None = None
 
     # -- the round --------------------------------------------------------------------------
     def train(
@@ -177,7 +178,7 @@ class BatchedTrainer:
                 drops.append(ClientDrop.from_exception(cid, exc))
                 continue
             # The client's whole starting state: kept groups may differ between clients.
-            starts.append({k: v.detach().clone() for k, v in model.state_dict().items()})
+            starts.append({k: t.detach().clone() for k, t in self._tensors()})
             gen = setup.cctx.generator
             batches = (
                 list(plan_steps(setup.data, Combination(), plan, gen, setup.device)) if setup.params else []
@@ -192,7 +193,9 @@ class BatchedTrainer:
         results: list[ClientResult] = []
         for client, final in zip(clients, finals, strict=True):
             cid = client.setup.data.client_id
-            model.load_state_dict(final)
+            with torch.no_grad():  # the client's trained weights into the working model
+                for k, t in self._tensors():
+                    t.copy_(final[k])
             cost = client.setup.cost
             share = len(client.batches) / total_steps if total_steps else 0.0
             # Measured together: each client is charged the batched time in proportion to its steps.
@@ -217,6 +220,15 @@ class BatchedTrainer:
             except Exception as exc:
                 drops.append(ClientDrop.from_exception(cid, exc))
         return results, drops
+
+    def _tensors(self) -> list[tuple[str, torch.Tensor]]:
+        """The working model's parameters and buffers by state-dict name, listed once (a
+        ``state_dict()`` per client costs more than the client's step on a small model)."""
+        if self._named is None:
+            keys = set(self.model.state_dict())
+            named = [*self.model.named_parameters(), *self.model.named_buffers()]
+            self._named = [(k, t) for k, t in named if k in keys]
+        return self._named
 
     # -- the vectorised steps ---------------------------------------------------------------
     def _train(
@@ -327,10 +339,12 @@ class BatchedTrainer:
             new = opt.step(sub_p, grads, has_grad, plan.max_grad_norm, index)
             params = new if index is None else {k: params[k].index_copy(0, index, new[k]) for k in params}
         model.eval()
+        # One unbind per tensor, not one index per client and tensor (a round of 100 clients).
+        rows = {k: params[k].unbind(0) for k in trainable}
         finals: list[dict[str, torch.Tensor]] = []
         for i in range(n):
             final = dict(starts[i])
-            final.update({k: params[k][i] for k in trainable})
+            final.update({k: rows[k][i] for k in trainable})
             finals.append(final)
         return finals
 
