@@ -38,7 +38,7 @@ import logging
 import math
 import time
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -266,7 +266,6 @@ class BatchedTrainer:
 
         model.train()
         steps = max(len(c.batches) for c in clients)
-        trainable_sig = (setup0.trainable, tuple(sorted(plan.depth.items())))
         stores_state = plan.optimizer != "sgd" or plan.momentum != 0
         for t in range(steps):
             # Only the clients with a step t take part: a client whose data ran out (a heavy-tailed
@@ -297,9 +296,10 @@ class BatchedTrainer:
                 w = labelled.to(torch.float32)
                 weight_l.append(torch.cat([w, w.new_zeros(width - len(b))]) if len(b) < width else w)
                 anys = tuple(bool(x) for x in b.present.any(0).tolist())
-                sig = (len(b), n_lab, None, anys, trainable_sig, client.has_state)
-                with_grad = self._signature(sig, client, b, starts[i], plan).with_grad
-                self._charge(client, sig)
+                sig = client.setup.step_signature(b, n_lab, None, anys, client.has_state)
+                signature = self._signature(sig, client, b, starts[i], plan)
+                with_grad = signature.with_grad
+                self._charge(client, signature)
                 stepping.append(n_lab > 0)
                 grad_masks.append(with_grad if n_lab else frozenset())
                 if n_lab:
@@ -376,9 +376,8 @@ class BatchedTrainer:
             labelled = batch.labels != MISSING_LABEL
             n_lab = int(labelled.sum())
             scratch.train()
-            if sig[-1]:  # a steady-state step: the optimiser holds its state throughout
-                self._fill_state(scratch, optimizer, with_grad, batch, labelled, n_lab, plan)
-            with measure_step() as m:
+
+            def step() -> None:  # the client's step, as client_round takes it
                 train_step(
                     scratch,
                     batch,
@@ -391,6 +390,11 @@ class BatchedTrainer:
                     optimizer,
                     max_grad_norm=plan.max_grad_norm,
                 )
+
+            if sig[-1]:  # a steady-state step: the optimiser holds its state throughout
+                self._fill_state(scratch, optimizer, with_grad, step)
+            with measure_step() as m:
+                step()
             if measured is None:
                 measured = (int(m.flops), int(m.peak_bytes), 0)
                 self.meter.cache[sig] = measured
@@ -404,27 +408,13 @@ class BatchedTrainer:
         scratch: nn.Module,
         optimizer: torch.optim.Optimizer,
         with_grad: frozenset[str] | None,
-        batch: Batch,
-        labelled: torch.Tensor,
-        n_lab: int,
-        plan: TrainPlan,
+        step: Callable[[], None],
     ) -> None:
         """Give ``optimizer`` the state a client's optimiser holds after its first steps. With the
         parameters that get a gradient known, one optimiser step on zero gradients does it (no
-        forward or backward); else one real step on the batch."""
+        forward or backward); else one real ``step`` on the batch."""
         if with_grad is None:
-            train_step(
-                scratch,
-                batch,
-                None,
-                labelled,
-                n_lab,
-                (),
-                None,
-                {},
-                optimizer,
-                max_grad_norm=plan.max_grad_norm,
-            )
+            step()
             return
         for key, p in scratch.named_parameters():
             if key in with_grad and p.requires_grad:
@@ -432,12 +422,12 @@ class BatchedTrainer:
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
-    def _charge(self, client: _Client, sig: tuple[Any, ...]) -> None:
-        flops, peak, _ = self.meter.cache[sig]
+    @staticmethod
+    def _charge(client: _Client, signature: _Signature) -> None:
         cost = client.setup.cost
-        cost.flops += flops
-        cost.flops_by_combination["all"] = cost.flops_by_combination.get("all", 0) + flops
-        cost.peak_bytes = max(cost.peak_bytes, peak)
+        cost.flops += signature.flops
+        cost.flops_by_combination["all"] = cost.flops_by_combination.get("all", 0) + signature.flops
+        cost.peak_bytes = max(cost.peak_bytes, signature.peak_bytes)
 
     def _scratch_model(self) -> nn.Module:
         if self._scratch is None:

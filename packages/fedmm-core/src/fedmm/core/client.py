@@ -132,6 +132,20 @@ class ClientSetup:
     params: list[tuple[str, nn.Parameter, float]]  # (key, parameter, learning rate)
     device: torch.device
 
+    def step_signature(
+        self,
+        batch: Batch,
+        n_lab: int,
+        active: tuple[str, ...] | None,
+        present: tuple[bool, ...],
+        steady: bool,
+    ) -> tuple[Any, ...]:
+        """The key of a step's measured cost in the :class:`StepMeter`: batch size, labelled count,
+        active modalities, which modalities the batch has, trainable groups and depth, and whether
+        the optimiser holds state. One definition for every engine that shares the meter."""
+        depth = tuple(sorted(self.plan.depth.items()))
+        return (len(batch), n_lab, active, present, (self.trainable, depth), steady)
+
 
 def begin_round(
     model: nn.Module,
@@ -249,7 +263,6 @@ def client_round(
     losses: list[float] = []
     steps = 0
     combos = plan.combinations or (Combination(),)
-    trainable_sig = (setup.trainable, tuple(sorted(plan.depth.items())))
     # Modalities whose encoders took part in at least one optimiser step: only their encoders are
     # uploaded by default, so an encoder is averaged over the clients that trained it this round.
     trained_modalities: set[str] = set()
@@ -263,7 +276,7 @@ def client_round(
                 # Whether the optimiser already holds state (moments, momentum): it changes the
                 # step's peak memory, so a fresh optimiser's first step is a signature of its own.
                 steady = bool(optimizer.state)
-                sig = (len(batch), n_lab, active, tuple(batch.present.any(0).tolist()), trainable_sig, steady)
+                sig = setup.step_signature(batch, n_lab, active, tuple(batch.present.any(0).tolist()), steady)
                 measured = meter.cache.get(sig)
                 # A new step signature is measured once (FLOPs, peak memory, the loss terms'
                 # forward FLOPs); every later step with it reuses the figures.
